@@ -1,0 +1,163 @@
+"""``EntropyAdaptive``: EA-KD as a wrapper around any per-item distillation loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .core.entropy import entropy
+from .core.reduction import reduce
+from .core.transforms import standardize_logits
+from .core.validation import check_pair
+from .core.weights import WEIGHT_KINDS, resolve_max_entropy, weights_from_entropies
+from .losses.base import DistillationLoss
+
+__all__ = ["EAStats", "EntropyAdaptive"]
+
+WEIGHT_LOGITS = ("raw", "standardized")
+
+
+@dataclass(frozen=True)
+class EAStats:
+    """What the last forward computed, detached: for logging and the analysis tools."""
+
+    weights: torch.Tensor
+    student_entropy: torch.Tensor
+    teacher_entropy: torch.Tensor
+    per_item: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+class EntropyAdaptive(nn.Module):
+    r"""Entropy-based adaptive reweighting of a per-item distillation loss (EA-KD, ICCV 2025).
+
+    .. math::
+        L = \frac{1}{D}\sum_n w_n \ell_n,\qquad
+        w_n = \tfrac12 H^T_n \Big(1 + \frac{H^S_n}{H_{ub}}\Big)\ (\text{detached})
+
+    where ``l_n`` is the wrapped loss per item (sample, RoI, token), ``H`` the entropies of
+    ``softmax(z / T')`` and ``D`` the item count (or ``num_items``). The wrapped loss keeps its
+    form; only its per-item weighting changes. Weights are not renormalised (paper behaviour),
+    so EA also rescales the loss by the mean weight; ``normalize=True`` divides by it instead.
+
+    Args:
+        loss: a per-item loss: a registered :class:`DistillationLoss` (fast path: KD and DKD
+            compute the entropies in the same pass over the logits) or any callable
+            ``loss(student, teacher, target, reduction="none") -> per-item tensor``.
+        temperature: the entropy temperature ``T'`` (3 on CIFAR/Tiny-ImageNet, 2 on ImageNet).
+        max_entropy: ``H_ub``; ``None`` means ``log C``. The released CIFAR KD/DKD code used 100.
+        kind: the weight formula, see :data:`eakd.core.WEIGHT_KINDS` (paper Tables 1 and 9).
+        weight_logits: ``"raw"`` (paper default) or ``"standardized"`` (entropies of
+            z-scored logits, as the released DKD+LS code computed them).
+        normalize: divide the weights by their (masked) mean, so only the relative weighting
+            changes. Off by default (paper behaviour).
+
+    Example::
+
+        kd = EntropyAdaptive(build_loss("dkd", alpha=1.0, beta=8.0, temperature=4.0))
+        loss = ce + kd(student_logits, teacher_logits, target)
+    """
+
+    def __init__(
+        self,
+        loss: Any,
+        temperature: float = 3.0,
+        max_entropy: float | None = None,
+        kind: str = "ea",
+        weight_logits: str = "raw",
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        if not callable(loss):
+            raise TypeError(f"loss must be a loss module or callable, got {type(loss).__name__}")
+        if not getattr(loss, "per_item", True):
+            name = type(loss).__name__
+            raise ValueError(
+                f"{name} is a batch-level term with no per-item form, so it cannot be "
+                "entropy-weighted; wrap only per-item terms (e.g. MLD's instance term 'mld') "
+                "and add batch-level terms unweighted"
+            )
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if kind not in WEIGHT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(WEIGHT_KINDS)}, got {kind!r}")
+        if weight_logits not in WEIGHT_LOGITS:
+            raise ValueError(f"weight_logits must be one of {WEIGHT_LOGITS}, got {weight_logits!r}")
+        if max_entropy is not None:
+            resolve_max_entropy(max_entropy, 2)
+        self.loss = loss
+        self.temperature = float(temperature)
+        self.max_entropy = max_entropy
+        self.kind = kind
+        self.weight_logits = weight_logits
+        self.normalize = bool(normalize)
+        self.last_stats: EAStats | None = None
+
+    @property
+    def per_item(self) -> bool:
+        return True
+
+    def _per_item(self, student, teacher, target, fuse: bool):
+        if isinstance(self.loss, DistillationLoss):
+            if fuse:
+                return self.loss.per_item_with_entropies(student, teacher, target, self.temperature)
+            return self.loss.per_item_loss(student, teacher, target), None, None
+        return self.loss(student, teacher, target, reduction="none"), None, None
+
+    def forward(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        target: torch.Tensor | None = None,
+        *,
+        logits: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+        reduction: str = "mean",
+        num_items: int | float | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Weighted, reduced loss.
+
+        Args:
+            student, teacher: the wrapped loss's inputs (logits, or features when ``logits``
+                is given).
+            target: class indices, passed to the wrapped loss.
+            logits: ``(student_logits, teacher_logits)`` to take the entropies from, for
+                losses whose inputs are not logits (ReviewKD, FCFD feature terms).
+            mask, reduction, num_items: see :func:`eakd.core.reduce`.
+        """
+        fuse = logits is None and self.weight_logits == "raw" and self.kind != "none"
+        per_item, hs, ht = self._per_item(student, teacher, target, fuse)
+        if hs is None:
+            zs, zt = logits if logits is not None else (student, teacher)
+            hs, ht = self._entropies(zs, zt)
+        if per_item.shape != hs.shape:
+            raise ValueError(
+                f"the wrapped loss returned shape {tuple(per_item.shape)} for reduction='none', "
+                f"but the weights have the items' shape {tuple(hs.shape)} (the logits without "
+                "their class dimension); the loss must return one value per item"
+            )
+        num_classes = (logits[0] if logits is not None else student).shape[-1]
+        h_ub = self.max_entropy if self.max_entropy is not None else math.log(num_classes)
+        w = weights_from_entropies(hs, ht, h_ub, self.kind)
+        if self.normalize:
+            mean_w = reduce(w, mask=mask, reduction="mean")
+            w = w / mean_w.clamp_min(torch.finfo(w.dtype).tiny)
+        self.last_stats = EAStats(w, hs, ht, per_item.detach(), mask)
+        return reduce(per_item, weight=w, mask=mask, reduction=reduction, num_items=num_items)
+
+    @torch.no_grad()
+    def _entropies(self, zs: torch.Tensor, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zs, zt = check_pair(zs, zt, "student logits", "teacher logits")
+        if self.weight_logits == "standardized":
+            zs, zt = standardize_logits(zs), standardize_logits(zt)
+        return entropy(zs, self.temperature), entropy(zt, self.temperature)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, max_entropy={self.max_entropy}, kind={self.kind!r}, "
+            f"weight_logits={self.weight_logits!r}, normalize={self.normalize}"
+        )

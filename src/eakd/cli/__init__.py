@@ -1,0 +1,5 @@
+"""The ``eakd`` command."""
+
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,23 @@
+"""Core of EA-KD: entropies, EA weights, the single reduction point and logit transforms."""
+
+from .entropy import entropy, entropy_from_log_probs
+from .reduction import REDUCTIONS, reduce
+from .transforms import standardize_logits
+from .validation import check_finite, check_logits, check_pair, check_target
+from .weights import WEIGHT_KINDS, ea_weights, resolve_max_entropy, weights_from_entropies
+
+__all__ = [
+    "REDUCTIONS",
+    "WEIGHT_KINDS",
+    "check_finite",
+    "check_logits",
+    "check_pair",
+    "check_target",
+    "ea_weights",
+    "entropy",
+    "entropy_from_log_probs",
+    "reduce",
+    "resolve_max_entropy",
+    "standardize_logits",
+    "weights_from_entropies",
+]
