@@ -1,0 +1,26 @@
+"""``eakd demo``: the offline demonstrations."""
+
+from __future__ import annotations
+
+import argparse
+
+TASKS = ("core", "classification", "llm", "detection")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run an offline demonstration",
+        description="Run an offline EA-KD demonstration on 2 CPU cores.",
+    )
+    p.add_argument("--task", choices=TASKS, default="core", help="which demo (default: core)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.task == "core":
+        from ..demo_core import run as run_core
+
+        print(run_core())
+        return 0
+    raise SystemExit(f"eakd demo: the {args.task} demo is not available in this build")
