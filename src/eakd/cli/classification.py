@@ -27,16 +27,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="architecture (read from eakd checkpoints)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. num_samples=4000")  # fmt: skip
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. num_samples=4000",
+    )
     p.set_defaults(handler=_eval)
 
     p = subparsers.add_parser("sweep", help="several seeds and variants; writes a results table")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="variants; method=kd,ea_kd toggles EA, other keys are config paths")  # fmt: skip
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="variants; method=kd,ea_kd toggles EA, other keys are config paths",
+    )
     p.add_argument("--verbose", action="store_true")
     p.set_defaults(handler=_sweep)
 
@@ -83,8 +93,10 @@ def _eval(args: argparse.Namespace) -> int:
     load_checkpoint(model, path)
     device = resolve_device(args.device)
     res = evaluate(model.to(device), build_loader(ds, args.batch_size, False), device)
-    print(f"{arch} on {args.data} ({res['count']} samples): top-1 {res['top1']:.2f}%, "
-          f"top-5 {res['top5']:.2f}%, loss {res['loss']:.4f}")  # fmt: skip
+    print(
+        f"{arch} on {args.data} ({res['count']} samples): top-1 {res['top1']:.2f}%, "
+        f"top-5 {res['top5']:.2f}%, loss {res['loss']:.4f}"
+    )
     return 0
 
 
@@ -117,9 +129,11 @@ def _list(args: argparse.Namespace) -> int:
         sections["datasets"] = list_datasets()
     if args.what in (None, "configs"):
         root = CONFIG_ROOT
-        sections["configs"] = sorted(
-            str(p.relative_to(root.parent)) for p in root.rglob("*.yaml")
-        ) if root.is_dir() else []  # fmt: skip
+        sections["configs"] = (
+            sorted(str(p.relative_to(root.parent)) for p in root.rglob("*.yaml"))
+            if root.is_dir()
+            else []
+        )
     for title, names in sections.items():
         print(f"{title} ({len(names)}):")
         for n in names:

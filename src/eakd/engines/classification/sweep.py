@@ -101,13 +101,28 @@ def format_table(rows: list[dict[str, Any]], baseline_label: str | None = None) 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
-    fields = ["variant", "seeds", "best_mean", "best_std", "last_mean", "last_std",
-              "best_diff", "last_diff", "per_seed_best", "per_seed_last"]  # fmt: skip
+    fields = [
+        "variant",
+        "seeds",
+        "best_mean",
+        "best_std",
+        "last_mean",
+        "last_std",
+        "best_diff",
+        "last_diff",
+        "per_seed_best",
+        "per_seed_last",
+    ]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r, "per_seed_best": json.dumps(r["per_seed_best"]),
-                         "per_seed_last": json.dumps(r["per_seed_last"])})  # fmt: skip
+        writer.writerow(
+            {
+                **r,
+                "per_seed_best": json.dumps(r["per_seed_best"]),
+                "per_seed_last": json.dumps(r["per_seed_last"]),
+            }
+        )
     return buf.getvalue()
 
 

@@ -38,8 +38,14 @@ from .task import ClassificationTask
 __all__ = ["TrainingDiverged", "build_model_from", "learning_rate", "run_dir", "train"]
 
 #: Config keys that may differ between a stopped run and its resumption.
-RESUMABLE_CHANGES = {"train.epochs", "train.progress", "train.device", "train.threads",
-                     "data.num_workers", "log.tensorboard"}  # fmt: skip
+RESUMABLE_CHANGES = {
+    "train.epochs",
+    "train.progress",
+    "train.device",
+    "train.threads",
+    "data.num_workers",
+    "log.tensorboard",
+}
 
 
 class TrainingDiverged(RuntimeError):
@@ -177,9 +183,12 @@ def train(
     task = ClassificationTask(student, teacher, cfg.method, cfg.ea, num_classes, bins).to(device)
     params = task.trainable_parameters()
     optimizer = torch.optim.SGD(
-        params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-        weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
-    )  # fmt: skip
+        params,
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
     runner: nn.Module = task
     if dist.enabled:
@@ -290,11 +299,18 @@ def train(
         if epoch % cfg.train.eval_every == 0 or epoch == epochs:
             want_h = cfg.log.test_entropies and not dist.enabled
             last_eval = evaluate(
-                student, test_loader, device, dist, amp_dtype,
+                student,
+                test_loader,
+                device,
+                dist,
+                amp_dtype,
                 task.ea_temperature if want_h else None,
-            )  # fmt: skip
-            row.update(test_top1=last_eval["top1"], test_top5=last_eval["top5"],
-                       test_loss=last_eval["loss"])  # fmt: skip
+            )
+            row.update(
+                test_top1=last_eval["top1"],
+                test_top5=last_eval["top5"],
+                test_loss=last_eval["loss"],
+            )
             if last_eval["top1"] > best["top1"]:
                 best = {"top1": last_eval["top1"], "top5": last_eval["top5"], "epoch": epoch}
             if dist.is_main and want_h:
@@ -312,8 +328,19 @@ def train(
                 for k, v in row.items():
                     if k != "epoch" and isinstance(v, (int, float)):
                         writer.add_scalar(k, v, epoch)
-            _checkpoint(out, cfg, epoch, student, task, optimizer, scaler, best, history,
-                        teacher_eval, is_best=best["epoch"] == epoch)  # fmt: skip
+            _checkpoint(
+                out,
+                cfg,
+                epoch,
+                student,
+                task,
+                optimizer,
+                scaler,
+                best,
+                history,
+                teacher_eval,
+                is_best=best["epoch"] == epoch,
+            )
             if "test_top1" in row:
                 say(
                     f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}, "
@@ -344,8 +371,9 @@ def train(
     return results
 
 
-def _checkpoint(out, cfg, epoch, student, task, optimizer, scaler, best, history, teacher_eval,
-                is_best):  # fmt: skip
+def _checkpoint(
+    out, cfg, epoch, student, task, optimizer, scaler, best, history, teacher_eval, is_best
+):
     state = {
         "model": student.state_dict(),  # mdistiller/RepDistiller-compatible {"model": sd}
         "objective": task.distill.state_dict() if task.distill is not None else None,
@@ -362,10 +390,15 @@ def _checkpoint(out, cfg, epoch, student, task, optimizer, scaler, best, history
     save_checkpoint(state, out / "checkpoints" / "last.pt")
     if is_best:
         save_checkpoint(
-            {"model": state["model"], "epoch": epoch, "arch": cfg.student.name,
-             "best_top1": best["top1"], "config": state["config"]},
+            {
+                "model": state["model"],
+                "epoch": epoch,
+                "arch": cfg.student.name,
+                "best_top1": best["top1"],
+                "config": state["config"],
+            },
             out / "checkpoints" / "best.pt",
-        )  # fmt: skip
+        )
 
 
 def _progress(loader, epoch, epochs, enabled, dist):
