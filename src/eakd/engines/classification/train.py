@@ -252,7 +252,7 @@ def train(
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 result = runner(batch)
             loss = result["loss"]
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 kept = (
                     f"{last_path} (epoch {start_epoch - 1 if epoch == start_epoch else epoch - 1})"
@@ -271,8 +271,8 @@ def train(
             scaler.update()
             n = batch[-1].numel()
             sums["loss"] += value * n
-            sums["ce"] += float(result["ce"]) * n
-            sums["kd"] += float(result.get("kd", 0.0)) * n
+            sums["ce"] += float(result["ce"].detach()) * n
+            sums["kd"] += float(result["kd"].detach()) * n if "kd" in result else 0.0
             sums["correct"] += accuracy_counts(result["logits"].detach(), batch[-1], (1,))[0]
             sums["n"] += n
             step_times.append(time.perf_counter() - t0)
