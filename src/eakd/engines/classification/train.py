@@ -116,9 +116,14 @@ def _build_data(cfg: ExperimentConfig, dist: DistContext):
         train_tf = d.augment
     train_ds = build_dataset(d.name, d.root, "train", transform=train_tf, **d.options)
     test_ds = build_dataset(d.name, d.root, "test", **d.options)
-    common: dict[str, Any] = {"distributed": dist.enabled, "seed": cfg.train.seed}
-    if dist.enabled:
-        common.update(num_replicas=dist.world_size, rank=dist.rank)
+    # Always shard with the distributed sampler (one replica when alone): the global batch of
+    # step k is then the same for any number of processes, so a DDP run matches a single one.
+    common: dict[str, Any] = {
+        "distributed": True,
+        "num_replicas": dist.world_size,
+        "rank": dist.rank,
+        "seed": cfg.train.seed,
+    }
     train_loader = build_loader(train_ds, d.batch_size, True, d.num_workers, **common)
     test_loader = build_loader(test_ds, d.test_batch_size, False, d.num_workers, **common)
     return train_loader, test_loader, test_ds.info
