@@ -56,8 +56,7 @@ def main() -> None:
     tasks = {ea: make_task(ea, args.method, student, teacher) for ea in (False, True)}
     opt = torch.optim.SGD(student.parameters(), lr=1e-4, momentum=0.9)
     batches = [
-        (torch.randn(args.batch, 3, 32, 32), torch.randint(0, 100, (args.batch,)))
-        for _ in range(4)
+        (torch.randn(args.batch, 3, 32, 32), torch.randint(0, 100, (args.batch,))) for _ in range(4)
     ]
     for task in tasks.values():
         task.train()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import formulas as ref
 
 import eakd
 from eakd import EntropyAdaptive, build_loss, functional
 from eakd.losses.logit import _fused
+from reference import formulas as ref
 
 SHAPES = [(5, 3), (3, 7, 101), (64, 10)]
 TEMPS = [1.0, 2.0, 4.0]
