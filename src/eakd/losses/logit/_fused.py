@@ -72,8 +72,8 @@ def _inv_temperatures(temps: tuple[float, ...], device: torch.device) -> torch.T
 def _kd_stacked(s, t, temperature, entropy_temperature):
     """KD on ``stack(s, t)``: one ``log_softmax`` for both sides and both temperatures.
 
-    With ``lp`` the log-probabilities, ``H = sum entr(p)`` per slice and
-    ``KL(p_t || q_s) = -H(p_t) - sum_c p_t log q_s`` at ``T``.
+    ``H = sum_c entr(p_c)`` per slice; ``KL(p_t || q_s) = sum_c p_t (log p_t - log q_s)`` at
+    ``T`` (a teacher logit of -inf then gives NaN and is reported, as on the large path).
     """
     x = torch.stack((s.float(), t.float()))
     temps = (temperature,)
@@ -81,12 +81,11 @@ def _kd_stacked(s, t, temperature, entropy_temperature):
         temps = (entropy_temperature, temperature)
     lp = torch.log_softmax(x.unsqueeze(0) * _inv_temperatures(temps, x.device), -1)
     p = lp.exp()
-    h = torch.special.entr(p).sum(-1).clamp_(0.0, math.log(x.shape[-1]))  # (K, 2, N)
     q, pt = p[-1].unbind(0)
-    kl = h[-1, 1].neg().sub_((pt * lp[-1, 0]).sum(-1))
+    kl = (lp[-1, 1] - lp[-1, 0]).mul_(pt).sum(-1)
     if entropy_temperature is None:
         return kl, q - pt, (None, None)
-    hs, ht = h[0].unbind(0)
+    hs, ht = torch.special.entr(p[0]).sum(-1).clamp_(0.0, math.log(x.shape[-1])).unbind(0)
     return kl, q - pt, (hs, ht)
 
 
