@@ -33,6 +33,7 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/loss_overhead.py
+	$(PY) benchmarks/step_overhead.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
