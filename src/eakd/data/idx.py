@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_open
+from .._atomic import atomic_open
 
 __all__ = ["IDX_DTYPES", "read_idx", "write_idx"]
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._atomic import atomic_open
+from .._atomic import atomic_open
 from .base import ClassificationDataset
 from .registry import DatasetInfo, default_cache_dir, normalize_split, register_dataset
 
