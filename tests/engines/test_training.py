@@ -11,47 +11,27 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from torch import nn
 
 from eakd.config import from_dict
 from eakd.engines.classification import ExperimentConfig, TrainingDiverged, train
 from eakd.engines.classification import task as task_module
-from eakd.models import build_model, load_checkpoint, register_model
+from eakd.models import build_model, load_checkpoint
 
 pytest.importorskip("mnist1d")
-
-
-class Tiny1d(nn.Module):
-    """A small 1-D CNN (optionally without BatchNorm, for exact DDP comparisons)."""
-
-    def __init__(self, num_classes: int = 10, width: int = 8, bn: bool = True):
-        super().__init__()
-        norm = nn.BatchNorm1d(width) if bn else nn.Identity()
-        self.conv = nn.Sequential(nn.Conv1d(1, width, 5, padding=2), norm, nn.ReLU())
-        self.fc = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        f = self.conv(x)
-        pooled = f.mean(-1)
-        return self.fc(pooled), {"feats": [f], "preact_feats": [f], "pooled_feat": pooled}
-
-
-if "test_tiny1d" not in __import__("eakd.models", fromlist=["MODELS"]).MODELS:
-    register_model("test_tiny1d", family="cifar")(Tiny1d)
+sys.path.insert(0, str(Path(__file__).parent))
+import tiny_models  # noqa: F401  (registers test_tiny1d)
 
 
 def make_cfg(tmp_path: Path, **sections) -> dict:
     cfg = {
         "name": "run",
         "output_dir": str(tmp_path / "runs"),
-        "student": {"name": "test_tiny1d", "kwargs": {"width": 4}},
-        "teacher": {"name": "test_tiny1d", "kwargs": {"width": 8}},
+        "student": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 8}},
+        "teacher": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 8}},
         "data": {
             "name": "mnist1d",
             "root": str(tmp_path.parent / "mnist1d_cache"),
-            "batch_size": 50,
+            "batch_size": 25,
             "test_batch_size": 200,
             "num_workers": 0,
             "augment": "none",
@@ -59,7 +39,7 @@ def make_cfg(tmp_path: Path, **sections) -> dict:
         },
         "method": {"name": "kd", "ce_weight": 0.5, "kd_weight": 0.5},
         "ea": {"enabled": True},
-        "optim": {"lr": 0.05, "schedule": "cosine", "milestones": []},
+        "optim": {"lr": 0.3, "schedule": "cosine", "milestones": []},
         "train": {"epochs": 2, "progress": False, "threads": 1},
         "log": {"tensorboard": False},
     }
@@ -91,12 +71,12 @@ def test_each_method_trains_and_writes_its_files(tmp_path, method, ea):
     assert len(rows) == 3 and rows[0].startswith("epoch,lr,train_loss")
     assert yaml.safe_load((run / "config.yaml").read_text())["method"]["name"] == method
     # the checkpoint is an mdistiller-style {"model": state_dict} that loads into a bare model
-    model = build_model("test_tiny1d", num_classes=10, width=4)
+    model = build_model("tiny_models:Tiny1d", num_classes=10, width=8)
     load_checkpoint(model, run / "checkpoints" / "last.pt")
     if method != "vanilla":
         diag = [json.loads(line) for line in (run / "diagnostics.jsonl").read_text().splitlines()]
         assert [d["epoch"] for d in diag] == [1, 2]
-        assert sum(diag[0]["hist_count"]) == 400  # 8 batches of 50 training samples
+        assert sum(diag[0]["hist_count"]) == 400  # 16 batches of 25 training samples
         if ea:
             assert 0 < diag[0]["weight_min"] <= diag[0]["weight_mean"] <= diag[0]["weight_max"]
         else:
@@ -105,17 +85,27 @@ def test_each_method_trains_and_writes_its_files(tmp_path, method, ea):
     assert (run / "entropies" / "student_epoch0002.pt").exists()
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, monkeypatch):
     full = make_cfg(tmp_path / "a", train={"epochs": 3})
     res_full = train(full, quiet=True)
-    part = make_cfg(tmp_path / "b", train={"epochs": 2})
-    train(part, quiet=True)
-    res_resumed = train(make_cfg(tmp_path / "b", train={"epochs": 3}), resume=True, quiet=True)
+    stopped = make_cfg(tmp_path / "b", train={"epochs": 3})
+    original = task_module.ClassificationTask.set_epoch
+
+    def crash_at_epoch_3(self, epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt  # the run stops after epoch 2's checkpoint
+        original(self, epoch)
+
+    monkeypatch.setattr(task_module.ClassificationTask, "set_epoch", crash_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped, quiet=True)
+    monkeypatch.setattr(task_module.ClassificationTask, "set_epoch", original)
+    res_resumed = train(stopped, resume=True, quiet=True)
     assert [h["test_top1"] for h in res_resumed["history"]] == [
         h["test_top1"] for h in res_full["history"]
     ]
-    a = torch.load(tmp_path / "a/runs/run/checkpoints/last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b/runs/run/checkpoints/last.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "a/runs/run/checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b/runs/run/checkpoints/last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     log = (tmp_path / "b/runs/run/train_log.csv").read_text().strip().splitlines()
@@ -152,7 +142,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
 
 
 def test_teacher_with_another_class_count_is_refused(tmp_path):
-    wrong = build_model("test_tiny1d", num_classes=7, width=8)
+    wrong = build_model("tiny_models:Tiny1d", num_classes=7, width=8)
     path = tmp_path / "teacher.pt"
     torch.save({"model": wrong.state_dict()}, path)
     cfg = make_cfg(tmp_path, teacher={"checkpoint": str(path)})
@@ -186,10 +176,10 @@ def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with 2 CPU processes (gloo) reaches the weights of one process with the same
     global batch (no BatchNorm, so per-rank statistics cannot differ)."""
     common = {
-        "student": {"kwargs": {"width": 4, "bn": False}},
+        "student": {"kwargs": {"width": 8, "bn": False}},
         "teacher": {"kwargs": {"width": 8, "bn": False}},
     }
-    single = make_cfg(tmp_path / "single", **common)
+    single = make_cfg(tmp_path / "single", **common, data={"batch_size": 50})
     train(single, quiet=True)
     multi = make_cfg(tmp_path / "multi", **common, data={"batch_size": 25})
     cfg_path = tmp_path / "multi.yaml"
@@ -197,7 +187,9 @@ def test_ddp_two_processes_match_one(tmp_path):
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).parents[2] / "src"),
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[2] / "src"), str(Path(__file__).parent)]
+        ),
     }
     cmd = [
         sys.executable,

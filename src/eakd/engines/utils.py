@@ -69,7 +69,9 @@ def get_rng_state() -> dict[str, Any]:
     try:
         import numpy as np
 
-        state["numpy"] = np.random.get_state()  # noqa: NPY002
+        kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+        # tensors and plain numbers only, so checkpoints load with torch.load(weights_only=True)
+        state["numpy"] = (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached)
     except ImportError:  # pragma: no cover
         pass
     if torch.cuda.is_available():
@@ -83,7 +85,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     if "numpy" in state:
         import numpy as np
 
-        np.random.set_state(state["numpy"])  # noqa: NPY002
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))  # noqa: NPY002
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -162,7 +162,7 @@ def train(
             raise FileNotFoundError(
                 f"cannot resume: no checkpoint at {last_path}; start the run without --resume"
             )
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
         diff = [
             k for k in _config_diff(state["config"], to_dict(cfg)) if k not in RESUMABLE_CHANGES
         ]
