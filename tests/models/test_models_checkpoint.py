@@ -261,3 +261,13 @@ def test_pickled_module_from_missing_code(tmp_path, monkeypatch):
     monkeypatch.delattr(sys.modules[__name__], "_Foreign")
     with pytest.raises(ValueError, match=r"not importable here .*re-save its state_dict"):
         load_checkpoint(fresh("resnet8"), path)
+
+
+def test_guess_skips_models_that_need_arguments(tmp_path, source, monkeypatch):
+    from eakd.models import MODELS
+
+    def needs_args(depth: int) -> torch.nn.Module:
+        return torch.nn.Linear(depth, 2)
+
+    monkeypatch.setitem(MODELS._items, "test_needs_args", needs_args)
+    assert guess_architecture(source.state_dict()) == ["resnet8"]

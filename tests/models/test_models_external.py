@@ -68,8 +68,6 @@ def test_external_errors(monkeypatch):
         build_model("torchvision:resnet18", weights="IMAGENET1K_V1")
     with pytest.raises(ValueError, match="did you mean 'resnet18'"):
         build_model("torchvision:resnet19")
-    with pytest.raises(ValueError, match="valid sources: torchvision, timm"):
-        build_model("keras:resnet18")
     with pytest.raises(ValueError, match="look like 'torchvision:resnet50'"):
         build_model("torchvision:")
 
@@ -99,3 +97,20 @@ def test_timm_model_is_wrapped():
     torch.testing.assert_close(logits, expected)
     torch.testing.assert_close(feats["pooled_feat"], pooled)
     assert model.get_classifier() is inner.get_classifier()
+
+
+def tiny_net(num_classes: int = 10, width: int = 4) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(num_classes))
+
+
+def test_user_model_by_import_path():
+    model = build_model(f"{__name__}:tiny_net", num_classes=3, width=2)
+    assert isinstance(model, torch.nn.Sequential) and model[1].out_features == 3
+    with pytest.raises(TypeError, match="unknown keyword 'depth'"):
+        build_model(f"{__name__}:tiny_net", depth=2)
+    with pytest.raises(ImportError, match="cannot import module 'no_such_pkg.nets'.*PYTHONPATH"):
+        build_model("no_such_pkg.nets:Net")
+    with pytest.raises(ValueError, match="has no callable 'missing'"):
+        build_model(f"{__name__}:missing")
+    with pytest.raises(ValueError, match="neither a registered model"):
+        build_model("not a/path:Net")

@@ -205,8 +205,12 @@ def _classifier_key(model: nn.Module) -> str | None:
 
 @functools.cache
 def _signature(name: str) -> tuple[dict[str, tuple[int, ...]], str | None]:
-    with torch.device("meta"):
-        model = MODELS.build(name)
+    """Key -> shape of a registered model (built on the meta device: no memory, no init cost)."""
+    try:
+        with torch.device("meta"):
+            model = MODELS.build(name)
+    except Exception:  # a user-registered model that needs arguments: it cannot be guessed
+        return {}, None
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return shapes, _classifier_key(model)
 
@@ -219,6 +223,8 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
     matches: list[str] = []
     for name in MODELS.names():
         shapes, cls_key = _signature(name)
+        if not shapes:
+            continue
         sd, _ = _adapt(dict(state_dict), set(shapes))
         if set(sd) != set(shapes):
             continue
@@ -235,6 +241,8 @@ def _closest(state_dict: Mapping[str, torch.Tensor]) -> tuple[str, int, int] | N
     best = None
     for name in MODELS.names():
         shapes, _ = _signature(name)
+        if not shapes:
+            continue
         sd, _ = _adapt(dict(state_dict), set(shapes))
         common = len(set(sd) & set(shapes))
         score = common / len(set(sd) | set(shapes))

@@ -1,5 +1,5 @@
 """Models from other packages behind the same forward contract: ``"torchvision:<name>"`` and
-``"timm:<name>"``.
+``"timm:<name>"``; and user models by import path, ``"package.module:Constructor"``.
 
 The package is imported only when such a name is built. Weights are never downloaded: the model
 is built with random weights (torchvision ``weights=None``, timm ``pretrained=False``) and a
@@ -12,6 +12,10 @@ registered), captured with a forward hook, flattened to ``(N, D)``; it is ``None
 has no final linear layer. ``feats["feats"]`` and ``feats["preact_feats"]`` are empty lists, so
 external models serve logit-based methods (KD, DKD, MLD, ...). Feature methods (ReviewKD, FCFD)
 need a zoo model, for example ``imagenet_resnet50``, which has torchvision's keys.
+
+A user model named by import path (``"my_project.nets:TinyNet"``; the module must be importable)
+is called with the keywords and returned unwrapped: it should return ``(logits, feats)`` like the
+zoo (or plain logits, which serve logit methods only).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import bind_kwargs
 from .base import FeatureModel, Features, check_num_classes
 
 __all__ = ["ExternalModel", "build_external"]
@@ -42,18 +47,21 @@ def _import(source: str) -> Any:
         ) from e
 
 
-def build_external(name: str, num_classes: int | None = None, **kwargs: Any) -> ExternalModel:
-    """Build ``"torchvision:<arch>"`` or ``"timm:<arch>"`` with random weights, wrapped.
+def build_external(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build ``"torchvision:<arch>"`` or ``"timm:<arch>"`` with random weights, wrapped in
+    :class:`ExternalModel`; or call the constructor named by ``"package.module:Constructor"``.
 
     ``num_classes`` sets the classifier size (package default 1000 when ``None``); other keywords
     go to the package's constructor. Weight-download options are refused.
     """
     source, _, arch = name.partition(":")
-    if source not in _SOURCES or not arch:
+    if not source or not arch:
         raise ValueError(
-            f"external model names look like 'torchvision:resnet50' or 'timm:resnet50', got "
-            f"{name!r}; valid sources: {', '.join(_SOURCES)}"
+            f"external model names look like 'torchvision:resnet50', 'timm:resnet50' or "
+            f"'package.module:Constructor', got {name!r}"
         )
+    if source not in _SOURCES:
+        return _build_from_path(name, source, arch, num_classes, kwargs)
     for key in _REFUSED:
         if key in kwargs:
             raise ValueError(
@@ -75,6 +83,33 @@ def build_external(name: str, num_classes: int | None = None, **kwargs: Any) -> 
             raise ValueError(_unknown(name, arch, available))
         model = pkg.create_model(arch, pretrained=False, **kwargs)
     return ExternalModel(model, name)
+
+
+def _build_from_path(
+    name: str, module: str, attr: str, num_classes: int | None, kwargs: dict[str, Any]
+) -> nn.Module:
+    if not all(part.isidentifier() for part in module.split(".")) or not attr.isidentifier():
+        raise ValueError(
+            f"{name!r} is neither a registered model nor 'torchvision:<name>', 'timm:<name>' or "
+            f"an import path 'package.module:Constructor'"
+        )
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"model {name!r}: cannot import module {module!r} ({e}); make it importable "
+            f"(install it, or add its folder to PYTHONPATH)"
+        ) from e
+    ctor = getattr(mod, attr, None)
+    if not callable(ctor):
+        raise ValueError(f"model {name!r}: module {module!r} has no callable {attr!r}")
+    if num_classes is not None:
+        kwargs["num_classes"] = check_num_classes(num_classes)
+    bind_kwargs(ctor, kwargs, f"model {name!r}")
+    model = ctor(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} returned a {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def _unknown(name: str, arch: str, available: list[str]) -> str:

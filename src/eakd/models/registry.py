@@ -9,7 +9,8 @@ Names follow the checkpoints users already have:
   ``state_dict`` keys are torchvision's, so torchvision weight files load unchanged. (mdistiller
   calls them ``ResNet18`` ... in a separate dict; :data:`MDISTILLER_IMAGENET_NAMES` maps those.)
 * External models: ``"torchvision:<name>"`` or ``"timm:<name>"`` build the model from that package
-  when it is installed (never downloading weights) and wrap it in the same forward contract.
+  when it is installed (never downloading weights) and wrap it in the same forward contract;
+  ``"package.module:Constructor"`` builds a user model from an importable module.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def build_model(
     """Build a model by registry name.
 
     Args:
-        name: a registered name (see :func:`list_models`), or ``"torchvision:<name>"`` /
-            ``"timm:<name>"`` for a model from that package (built with random weights).
+        name: a registered name (see :func:`list_models`), ``"torchvision:<name>"`` /
+            ``"timm:<name>"`` for a model from that package (built with random weights), or
+            ``"package.module:Constructor"`` for a user model (returned as built).
         num_classes: size of the classifier; ``None`` keeps the constructor's default
             (100 for the CIFAR family, 1000 for ImageNet and external models).
         checkpoint: optional local weight file loaded with :func:`eakd.models.load_checkpoint`
