@@ -1,1 +1,1 @@
-"""Task engines (classification, detection, LLM): a task object and one training loop each."""
+"""Task engines: classification, detection and LLM distillation (each imports its own extras)."""

@@ -70,25 +70,22 @@ def _inv_temperatures(temps: tuple[float, ...], device: torch.device) -> torch.T
 
 
 def _kd_stacked(s, t, temperature, entropy_temperature):
-    """KD on ``stack(s, t)``: one softmax call for both sides and both temperatures.
+    """KD on ``stack(s, t)``: one ``log_softmax`` for both sides and both temperatures.
 
-    With ``g = log max p = -lse(v)`` and ``d = sum_c p_c v_c`` per slice, ``e = g + d`` gives
-    ``H = -e`` and ``KL(p_t || q_s) = e_t - sum_c p_t v_s - g_s`` (both at ``T``).
+    ``H = sum_c entr(p_c)`` per slice; ``KL(p_t || q_s) = sum_c p_t (log p_t - log q_s)`` at
+    ``T`` (a teacher logit of -inf then gives NaN and is reported, as on the large path).
     """
     x = torch.stack((s.float(), t.float()))
-    x = x - x.amax(-1, keepdim=True)
     temps = (temperature,)
     if entropy_temperature is not None and entropy_temperature != temperature:
         temps = (entropy_temperature, temperature)
-    v = x.unsqueeze(0) * _inv_temperatures(temps, x.device)
-    p = torch.softmax(v, -1)
-    g = p.amax(-1).log_()  # (K, 2, N)
-    e = (p * v).sum(-1).add_(g)
+    lp = torch.log_softmax(x.unsqueeze(0) * _inv_temperatures(temps, x.device), -1)
+    p = lp.exp()
     q, pt = p[-1].unbind(0)
-    kl = e[-1, 1].sub((pt * v[-1, 0]).sum(-1)).sub_(g[-1, 0])
+    kl = (lp[-1, 1] - lp[-1, 0]).mul_(pt).sum(-1)
     if entropy_temperature is None:
         return kl, q - pt, (None, None)
-    hs, ht = e[0].neg().clamp_(0.0, math.log(v.shape[-1])).unbind(0)
+    hs, ht = torch.special.entr(p[0]).sum(-1).clamp_(0.0, math.log(x.shape[-1])).unbind(0)
     return kl, q - pt, (hs, ht)
 
 
