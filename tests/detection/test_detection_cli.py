@@ -43,11 +43,11 @@ def test_detect_train_then_eval(shapes, tmp_path, capsys):
 def test_detect_errors_are_one_line_messages(shapes, tmp_path, capsys):
     path = write_config(shapes, tmp_path)
     assert main(["detect", "train", path, "optim.lrr=1"]) == 2
-    assert "unknown config key 'optim.lrr'" in capsys.readouterr().err
+    assert "unknown key 'lrr' in config.optim" in capsys.readouterr().err
     assert main(["detect", "eval", path, f"run.output_dir={tmp_path / 'empty'}"]) == 2
     assert "no model_final.pt or checkpoint_last.pt" in capsys.readouterr().err
     assert main(["detect", "train", str(tmp_path / "absent.yaml")]) == 2
-    assert "config file" in capsys.readouterr().err
+    assert "config file not found" in capsys.readouterr().err
 
 
 def test_make_shapes_writes_a_coco_dataset(tmp_path, capsys):

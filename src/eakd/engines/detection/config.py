@@ -7,13 +7,11 @@ fails before anything is built, naming the key and the valid ones.
 
 from __future__ import annotations
 
-import difflib
 import os
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ...config import apply_overrides, from_dict, load_config, to_dict
 from .model import ModelConfig
 
 __all__ = [
@@ -24,7 +22,6 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
-    "bind",
     "load_detection_config",
 ]
 
@@ -168,117 +165,15 @@ class DetectionConfig:
             raise ValueError("run.log_every >= 1, run.eval_every and checkpoint_every >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _bind_value(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ValueError(f"{key}: null is not allowed (expected {_type_name(tp)})")
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _bind_value(arg, value, key)
-            except (TypeError, ValueError) as exc:
-                errors.append(str(exc))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits no {tp}")
-    if is_dataclass(tp):
-        return bind(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        (inner,) = typing.get_args(tp)
-        return [_bind_value(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: unsupported config type {tp}")
-
-
-def bind(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested mapping, strictly (unknown keys, wrong types)."""
-    where = prefix or cls.__name__
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            near = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            full = f"{prefix}.{key}" if prefix else str(key)
-            raise ValueError(f"unknown config key {full!r}{hint}; valid keys: {', '.join(names)}")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in data:
-            full = f"{prefix}.{f.name}" if prefix else f.name
-            kwargs[f.name] = _bind_value(hints[f.name], data[f.name], full)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ValueError(f"{where}: missing required key {f.name!r}")
-    return cls(**kwargs)
-
-
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        if node.get(part) is None:
-            node[part] = {}
-        node = node[part]
-        if not isinstance(node, dict):
-            raise ValueError(f"override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = value
+        """Plain, YAML-serialisable data (what checkpoints and ``config.yaml`` store)."""
+        return to_dict(self)
 
 
 def load_detection_config(
     path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> DetectionConfig:
-    """Read a YAML config, apply ``key=value`` overrides (values parsed as YAML) and bind it."""
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file {path!r} not found")
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a config must be a mapping at the top level")
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value (e.g. optim.lr=0.02)")
-        key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
-    return bind(DetectionConfig, data)
+    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides (values
+    parsed as YAML) and bind the result to :class:`DetectionConfig` strictly."""
+    overrides = list(overrides)
+    data = load_config(path, overrides) if path is not None else apply_overrides({}, overrides)
+    return from_dict(DetectionConfig, data)

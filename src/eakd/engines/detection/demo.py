@@ -30,7 +30,7 @@ _SMALL_IMAGES = {
     "rpn_post_nms_top_n_train": 300,
     "rpn_pre_nms_top_n_test": 300,
     "rpn_post_nms_top_n_test": 100,
-    "box_batch_size_per_image": 128,
+    "box_batch_size_per_image": 64,
     "trainable_layers": 6,
 }
 
@@ -39,14 +39,14 @@ _SMALL_IMAGES = {
 class DemoSettings:
     """Sizes and schedule of the demo (tuned to finish within 10 minutes on 2 CPU cores)."""
 
-    num_train: int = 2000
-    num_val: int = 300
+    num_train: int = 1500
+    num_val: int = 250
     image_size: int = 128
     object_size: tuple[int, int] = (16, 48)
     fashion_mnist: bool | None = None
     batch_size: int = 8
-    teacher_iters: int = 1200
-    student_iters: int = 600
+    teacher_iters: int = 700
+    student_iters: int = 400
     teacher_lr: float = 0.04
     student_lr: float = 0.04
     kd_temperature: float = 1.0
@@ -57,7 +57,7 @@ class DemoSettings:
         default_factory=lambda: {
             "backbone": "mobilenet_v3_large",
             "fpn_channels": 64,
-            "representation_size": 256,
+            "representation_size": 128,
         }
     )
     student: dict[str, Any] = field(

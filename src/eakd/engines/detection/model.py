@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -270,22 +269,13 @@ def num_detector_classes(model: nn.Module) -> int:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict from ``{"model": sd}``, ``{"state_dict": sd}`` or a raw state dict."""
-    path = os.fspath(path)
+    """The state dict in ``path``: ``{"model": sd}``, ``{"state_dict": sd}``, a raw state dict
+    (read as :func:`eakd.models.read_state_dict` reads classification checkpoints)."""
+    from ...models.checkpoint import read_state_dict as read
+
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path!r}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping):
-        for key in ("model", "state_dict", "student"):
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            f"{path} holds no state dict: expected a mapping of tensors, or one under the key "
-            "'model' or 'state_dict'"
-        )
-    return dict(obj)
+        raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}")
+    return read(path)
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,27 +12,36 @@ teacher checkpoint), ``metrics.json``.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
-import random
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ...adaptive import EntropyAdaptive
+from ..utils import (
+    DistContext,
+    atomic_write_text,
+    get_rng_state,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+    write_json,
+)
 from .config import DetectionConfig
 from .data import CocoDetection, collate_detection
 from .distill import DetectionDistiller, build_distill_loss
 from .evaluate import METRICS, coco_evaluate, predict
 from .model import build_detector, load_detector_weights
 
-__all__ = ["TRAIN_COLUMNS", "Distributed", "evaluate", "lr_factor", "train"]
+__all__ = ["TRAIN_COLUMNS", "evaluate", "lr_factor", "train"]
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 TRAIN_COLUMNS = (
@@ -46,82 +55,38 @@ RESUMABLE_CHANGES = ("run", "data.workers", "data.eval_batch_size", "optim.max_i
 
 
 # --------------------------------------------------------------------------- distributed
-@dataclass
-class Distributed:
-    """The process group, when the run was started by ``torchrun`` with several processes."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device_kind: str) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch.distributed as dist
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size(), local)
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.enabled:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-    def broadcast(self, obj: Any) -> Any:
-        if not self.enabled:
-            return obj
-        import torch.distributed as dist
-
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def mean(self, values: dict[str, float]) -> dict[str, float]:
-        if not self.enabled or not values:
-            return values
-        gathered = self.gather(values)
-        return {k: float(np.mean([g[k] for g in gathered])) for k in values}
-
-    def barrier(self) -> None:
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
+def _gather(dist: DistContext, obj: Any) -> list[Any]:
+    if not dist.enabled:
+        return [obj]
+    out: list[Any] = [None] * dist.world_size
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
-def _device_kind(spec: str) -> str:
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(spec).type
+def _broadcast(dist: DistContext, obj: Any) -> Any:
+    if not dist.enabled:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
-def _device(spec: str, dist: Distributed) -> torch.device:
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(spec)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("run.device asks for cuda but no CUDA device is available")
-        if device.index is None:
-            device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    return device
+def _gather_rng(dist: DistContext) -> list[dict[str, Any]]:
+    """Every rank's RNG states (through bytes: all_gather_object mishandles uint32 tensors)."""
+    state = get_rng_state()
+    if not dist.enabled:
+        return [state]
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    blobs = _gather(dist, buf.getvalue())
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in blobs]
+
+
+def _mean(dist: DistContext, values: dict[str, float]) -> dict[str, float]:
+    if not dist.enabled or not values:
+        return values
+    gathered = _gather(dist, values)
+    return {k: sum(g[k] for g in gathered) / len(gathered) for k in values}
 
 
 # --------------------------------------------------------------------------- schedule, data
@@ -145,7 +110,7 @@ class _EpochBatches:
     global batch; ``start`` skips the batches a resumed run already trained on.
     """
 
-    def __init__(self, n: int, batch: int, dist: Distributed, seed: int, epoch: int, start: int):
+    def __init__(self, n: int, batch: int, dist: DistContext, seed: int, epoch: int, start: int):
         g = torch.Generator().manual_seed(seed * 100_003 + epoch)
         self.perm = torch.randperm(n, generator=g).tolist()
         self.batch, self.dist, self.start = batch, dist, start
@@ -200,36 +165,6 @@ def _datasets(cfg: DetectionConfig, train: bool = True):
 
 
 # --------------------------------------------------------------------------- checkpoints, logs
-def _atomic_save(obj: Any, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -253,7 +188,8 @@ def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 class _CsvLog:
-    """Append-only CSV; on resume, rows past the checkpoint's iteration are dropped."""
+    """Append-only CSV with fixed columns; on resume, rows past the checkpoint's iteration
+    (written by the stopped run after its last checkpoint) are dropped."""
 
     def __init__(self, path: str, columns: tuple[str, ...], keep_until: int | None) -> None:
         self.path, self.columns = path, columns
@@ -261,10 +197,11 @@ class _CsvLog:
         if keep_until is not None and os.path.isfile(path):
             with open(path, newline="", encoding="utf-8") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= keep_until]
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(path, buf.getvalue())
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="", encoding="utf-8") as f:
@@ -323,14 +260,21 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _evaluate_model(model, dataset, cfg, device, dist, progress: bool) -> dict[str, float]:
+def _evaluate_model(
+    model: nn.Module,
+    dataset: CocoDetection,
+    cfg: DetectionConfig,
+    device: torch.device,
+    dist: DistContext,
+    progress: bool,
+) -> dict[str, float]:
     """COCO mAP of ``model`` on ``dataset``; every rank predicts its shard, rank 0 scores."""
     shard = list(range(dist.rank, len(dataset), dist.world_size))
     bs = cfg.data.eval_batch_size
     batches = [shard[i : i + bs] for i in range(0, len(shard), bs)]
     loader = _loader(dataset, batches, cfg.data.workers, cfg.run.seed)
     bar = None
-    if progress and dist.main:
+    if progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(batches), desc="eval", leave=False, dynamic_ncols=True)
@@ -338,12 +282,12 @@ def _evaluate_model(model, dataset, cfg, device, dist, progress: bool) -> dict[s
         results = predict(model, loader, device, dataset.label_to_category, bar)
     if bar is not None:
         bar.close()
-    gathered = dist.gather(results)
+    gathered = _gather(dist, results)
     metrics = None
-    if dist.main:
+    if dist.is_main:
         merged = [r for part in gathered for r in part]
         metrics = coco_evaluate(dataset.coco, merged, image_ids=dataset.ids)
-    return dist.broadcast(metrics)
+    return _broadcast(dist, metrics)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -358,17 +302,24 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
     """
     cfg.validate()
     run, optim = cfg.run, cfg.optim
-    dist = Distributed.from_env(_device_kind(run.device))
-    device = _device(run.device, dist)
+    dist = setup_distributed(run.device)
+    device = resolve_device(run.device, dist.local_rank)
     if cfg.data.batch_size % dist.world_size:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} must divide evenly over "
             f"{dist.world_size} processes"
         )
-    random.seed(run.seed + dist.rank)
-    torch.manual_seed(run.seed + dist.rank)
-    if run.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    # ranks differ in their RoI sampling; data order and flips are shared (seeded per epoch)
+    seed_everything(run.seed + dist.rank, run.deterministic)
+    out = run.output_dir
+    last_path = os.path.join(out, "checkpoint_last.pt")
+    if resume == "auto":
+        resume = last_path if os.path.isfile(last_path) else None
+    if resume is None and os.path.isfile(last_path):
+        raise FileExistsError(
+            f"{out} already holds a run (checkpoint_last.pt); resume it with --resume auto, "
+            "or choose another run.output_dir"
+        )
 
     train_set, val_set = _datasets(cfg)
     iters_per_epoch = len(train_set) // cfg.data.batch_size
@@ -381,16 +332,12 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, optim))
     scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")
 
-    out = run.output_dir
-    last_path = os.path.join(out, "checkpoint_last.pt")
     start = 0
-    if resume == "auto":
-        resume = last_path if os.path.isfile(last_path) else None
     state = None
     if resume is not None:
         if not os.path.isfile(resume):
             raise FileNotFoundError(f"no checkpoint to resume from at {resume!r}")
-        state = torch.load(resume, map_location="cpu", weights_only=False)
+        state = torch.load(resume, map_location="cpu", weights_only=True)
         changed = _config_changes(state["config"], cfg.to_dict())
         if changed:
             raise ValueError(
@@ -409,12 +356,12 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             task, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    if dist.main:
+    if dist.is_main:
         import yaml
 
         os.makedirs(out, exist_ok=True)
         text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        _atomic_text(text, os.path.join(out, "config.yaml"))
+        atomic_write_text(os.path.join(out, "config.yaml"), text)
         keep = start if state is not None else None
         train_log = _CsvLog(os.path.join(out, "train_log.csv"), TRAIN_COLUMNS, keep)
         eval_log = _CsvLog(os.path.join(out, "eval_log.csv"), EVAL_COLUMNS, keep)
@@ -422,13 +369,19 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
         # restored last: everything above may draw random numbers
         rngs = state["rng"]
         if len(rngs) == dist.world_size:
-            _set_rng_state(rngs[dist.rank])
+            set_rng_state(rngs[dist.rank])
+        elif dist.is_main:
+            warnings.warn(
+                f"{resume} was written by {len(rngs)} processes, this run has "
+                f"{dist.world_size}: it continues, but not bit-exactly",
+                stacklevel=2,
+            )
     classes = {"names": train_set.class_names, "category_ids": train_set.label_to_category[1:]}
 
     def save(iteration: int, metrics: dict[str, float] | None) -> None:
-        rngs = dist.gather(_rng_state())
-        if dist.main:
-            _atomic_save(
+        rngs = _gather_rng(dist)
+        if dist.is_main:
+            save_checkpoint(
                 {
                     "model": task.student.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -445,7 +398,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             )
 
     bar = None
-    if run.progress and dist.main:
+    if run.progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=optim.max_iters, initial=start, desc="train", dynamic_ncols=True)
@@ -497,7 +450,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             if bar is not None:
                 bar.update(1)
             if it % run.log_every == 0 or it == optim.max_iters:
-                avg = dist.mean({k: v / count for k, v in sums.items()})
+                avg = _mean(dist, {k: v / count for k, v in sums.items()})
                 row = {
                     "iteration": it,
                     "epoch": (it - 1) // iters_per_epoch,
@@ -505,7 +458,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
                     "sec_per_iter": (time.perf_counter() - t0) / count,
                     **avg,
                 }
-                if dist.main:
+                if dist.is_main:
                     train_log.write(row)
                 if bar is not None:
                     bar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{row['lr']:.2g}")
@@ -513,7 +466,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             final = it == optim.max_iters
             if final or (run.eval_every and it % run.eval_every == 0):
                 metrics = _evaluate_model(task.student, val_set, cfg, device, dist, run.progress)
-                if dist.main:
+                if dist.is_main:
                     eval_log.write({"iteration": it, **metrics})
                     if bar is not None:
                         bar.write(f"iteration {it}: " + _format_metrics(metrics))
@@ -527,13 +480,12 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
     if state is not None and start >= optim.max_iters and metrics is None:
         metrics = _evaluate_model(task.student, val_set, cfg, device, dist, run.progress)
     final_path = os.path.join(out, "model_final.pt")
-    if dist.main:
-        _atomic_save(
+    if dist.is_main:
+        save_checkpoint(
             {"model": task.student.state_dict(), "config": cfg.to_dict(), "classes": classes},
             final_path,
         )
-        summary = json.dumps({"iteration": it, **(metrics or {})}, indent=2)
-        _atomic_text(summary, os.path.join(out, "metrics.json"))
+        write_json(os.path.join(out, "metrics.json"), {"iteration": it, **(metrics or {})})
     dist.barrier()
     return {
         "metrics": metrics,
@@ -556,8 +508,8 @@ def evaluate(cfg: DetectionConfig, checkpoint: str | None = None) -> dict[str, f
     Rank 0 writes ``eval.json`` next to the checkpoint's run.
     """
     cfg.validate(need_train=False)
-    dist = Distributed.from_env(_device_kind(cfg.run.device))
-    device = _device(cfg.run.device, dist)
+    dist = setup_distributed(cfg.run.device)
+    device = resolve_device(cfg.run.device, dist.local_rank)
     if checkpoint is None:
         for name in ("model_final.pt", "checkpoint_last.pt"):
             path = os.path.join(cfg.run.output_dir, name)
@@ -574,8 +526,7 @@ def evaluate(cfg: DetectionConfig, checkpoint: str | None = None) -> dict[str, f
     load_detector_weights(model, checkpoint)
     model.to(device)
     metrics = _evaluate_model(model, val_set, cfg, device, dist, cfg.run.progress)
-    if dist.main:
-        os.makedirs(cfg.run.output_dir, exist_ok=True)
+    if dist.is_main:
         report = {"checkpoint": checkpoint, **metrics}
-        _atomic_text(json.dumps(report, indent=2), os.path.join(cfg.run.output_dir, "eval.json"))
+        write_json(os.path.join(cfg.run.output_dir, "eval.json"), report)
     return metrics
