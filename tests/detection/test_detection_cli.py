@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -34,6 +35,8 @@ def test_detect_train_then_eval(shapes, tmp_path, capsys):
     assert main(["detect", "train", path, "run.log_every=1"]) == 0
     out = capsys.readouterr().out
     assert "| AP | AP50 | AP75 |" in out and "model_final.pt" in out
+    assert main(["detect", "train", path]) == 2  # the folder already holds a run
+    assert "already holds a run" in capsys.readouterr().err
     assert main(["detect", "eval", path]) == 0
     assert "| AP | AP50 | AP75 |" in capsys.readouterr().out
     report = json.load(open(tmp_path / "run" / "eval.json"))
@@ -80,14 +83,30 @@ def test_demo_prints_its_table(tmp_path, capsys):
         teacher={"backbone": "mobilenet_v3_small", "fpn_channels": 16, "representation_size": 32},
         student={"backbone": "mobilenet_v3_small", "fpn_channels": 8, "representation_size": 16},
     )  # fmt: skip
-    assert run_demo(argparse.Namespace(output_dir=str(tmp_path)), tiny) == 0
+    assert run_demo(argparse.Namespace(output=str(tmp_path)), tiny) == 0
     out = capsys.readouterr().out
+    table = {}
     for method in ("teacher", "plain", "KD", "EA-KD"):
-        assert re.search(
-            rf"\| mobilenet_v3_small \| {method} \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", out
-        ), method
+        row = rf"\| mobilenet_v3_small \| {method} \| ([\d.]+) \| [\d.]+ \| [\d.]+ \| \d+ \|"
+        found = re.search(row, out)
+        assert found, method
+        table[method] = found.group(1)
     assert "EA-KD - KD:" in out
     assert os.path.isfile(tmp_path / "ea_kd" / "train_log.csv")
+    # a second call reuses the finished runs and prints the same numbers
+    assert run_demo(argparse.Namespace(output=str(tmp_path)), tiny) == 0
+    again = capsys.readouterr().out
+    for method, ap in table.items():
+        assert re.search(rf"\| {method} \| {ap} \| [\d.]+ \| [\d.]+ \| reused \|", again), method
+    # other settings retrain the runs they change
+    changed = dataclasses.replace(tiny, student_iters=1)
+    assert run_demo(argparse.Namespace(output=str(tmp_path)), changed) == 0
+    again = capsys.readouterr().out
+    assert re.search(r"\| teacher \| [\d.]+ \| [\d.]+ \| [\d.]+ \| reused \|", again)
+    assert re.search(r"\| plain \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+ \|", again)
+    # --fresh retrains everything
+    assert run_demo(argparse.Namespace(output=str(tmp_path), fresh=True), changed) == 0
+    assert "reused" not in capsys.readouterr().out
 
 
 def test_demo_config_files_match_the_demo():

@@ -66,7 +66,7 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_detection_config(args.config, args.overrides)
     try:
         result = train(cfg, resume=args.resume)
-    except FloatingPointError as exc:
+    except (FloatingPointError, FileExistsError) as exc:
         raise CLIError(str(exc)) from None
     if result["metrics"] is not None:
         print(_table(result["metrics"]))

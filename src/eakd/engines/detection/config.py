@@ -95,6 +95,7 @@ class RunConfig:
 
     ``device: auto`` picks CUDA when available; ``precision`` is ``fp32``, ``bf16`` or ``fp16``
     (autocast). ``eval_every`` / ``checkpoint_every`` count iterations (0: at the end only).
+    ``threads`` sets torch's CPU threads (``None``: torch's default).
     """
 
     output_dir: str = "runs/detection"
@@ -106,6 +107,7 @@ class RunConfig:
     checkpoint_every: int = 5000
     progress: bool = True
     deterministic: bool = False
+    threads: int | None = None
 
 
 @dataclass
@@ -161,6 +163,8 @@ class DetectionConfig:
             raise ValueError(f"optim.milestones must increase, got {o.milestones}")
         if r.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {r.precision!r}")
+        if r.threads is not None and r.threads < 1:
+            raise ValueError(f"run.threads must be >= 1 (or null), got {r.threads}")
         if r.log_every < 1 or r.eval_every < 0 or r.checkpoint_every < 0:
             raise ValueError("run.log_every >= 1, run.eval_every and checkpoint_every >= 0")
 

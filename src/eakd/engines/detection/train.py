@@ -304,6 +304,8 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
     run, optim = cfg.run, cfg.optim
     dist = setup_distributed(run.device)
     device = resolve_device(run.device, dist.local_rank)
+    if run.threads:
+        torch.set_num_threads(run.threads)
     if cfg.data.batch_size % dist.world_size:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} must divide evenly over "
@@ -507,9 +509,11 @@ def evaluate(cfg: DetectionConfig, checkpoint: str | None = None) -> dict[str, f
     ``checkpoint`` defaults to ``run.output_dir/model_final.pt``, then ``checkpoint_last.pt``.
     Rank 0 writes ``eval.json`` next to the checkpoint's run.
     """
-    cfg.validate(need_train=False)
+    cfg.validate(need_train=False, check_files=False)  # the teacher is not needed here
     dist = setup_distributed(cfg.run.device)
     device = resolve_device(cfg.run.device, dist.local_rank)
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     if checkpoint is None:
         for name in ("model_final.pt", "checkpoint_last.pt"):
             path = os.path.join(cfg.run.output_dir, name)
