@@ -19,6 +19,7 @@ from .losses.base import DistillationLoss
 __all__ = ["EAStats", "EntropyAdaptive"]
 
 WEIGHT_LOGITS = ("raw", "standardized")
+GRANULARITIES = ("item", "sequence")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class EntropyAdaptive(nn.Module):
             z-scored logits, as the released DKD+LS code computed them).
         normalize: divide the weights by their (masked) mean, so only the relative weighting
             changes. Off by default (paper behaviour).
+        granularity: ``"item"`` (a weight per sample / RoI / token) or ``"sequence"`` for
+            ``(B, T)`` items: ``w_b`` from the mean token entropies over each sequence's valid
+            tokens (``mask``), given to all of that sequence's tokens, so the usual token-mean
+            reduction is kept and weights of 1 reproduce the unweighted loss exactly.
 
     Example::
 
@@ -70,6 +75,7 @@ class EntropyAdaptive(nn.Module):
         kind: str = "ea",
         weight_logits: str = "raw",
         normalize: bool = False,
+        granularity: str = "item",
     ) -> None:
         super().__init__()
         if not callable(loss):
@@ -87,6 +93,8 @@ class EntropyAdaptive(nn.Module):
             raise ValueError(f"kind must be one of {sorted(WEIGHT_KINDS)}, got {kind!r}")
         if weight_logits not in WEIGHT_LOGITS:
             raise ValueError(f"weight_logits must be one of {WEIGHT_LOGITS}, got {weight_logits!r}")
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
         if max_entropy is not None:
             resolve_max_entropy(max_entropy, 2)
         self.loss = loss
@@ -95,6 +103,7 @@ class EntropyAdaptive(nn.Module):
         self.kind = kind
         self.weight_logits = weight_logits
         self.normalize = bool(normalize)
+        self.granularity = granularity
         self.last_stats: EAStats | None = None
 
     @property
@@ -140,6 +149,10 @@ class EntropyAdaptive(nn.Module):
                 f"but the weights have the items' shape {tuple(hs.shape)} (the logits without "
                 "their class dimension); the loss must return one value per item"
             )
+        if mask is None and isinstance(self.loss, DistillationLoss):
+            mask = self.loss.item_mask(target)
+        if self.granularity == "sequence":
+            hs, ht = _sequence_means(hs, mask), _sequence_means(ht, mask)
         num_classes = (logits[0] if logits is not None else student).shape[-1]
         h_ub = self.max_entropy if self.max_entropy is not None else math.log(num_classes)
         w = weights_from_entropies(hs, ht, h_ub, self.kind)
@@ -159,5 +172,21 @@ class EntropyAdaptive(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, max_entropy={self.max_entropy}, kind={self.kind!r}, "
-            f"weight_logits={self.weight_logits!r}, normalize={self.normalize}"
+            f"weight_logits={self.weight_logits!r}, normalize={self.normalize}, "
+            f"granularity={self.granularity!r}"
         )
+
+
+def _sequence_means(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-sequence mean of ``(B, T)`` token entropies over valid tokens, broadcast back to
+    ``(B, T)``; a sequence without valid tokens gets 0 (its tokens are masked anyway)."""
+    if h.dim() != 2:
+        raise ValueError(
+            f"granularity='sequence' needs (B, T) items (logits (B, T, V)), got items of shape "
+            f"{tuple(h.shape)}"
+        )
+    if mask is None:
+        return h.mean(1, keepdim=True).expand_as(h)
+    m = mask.to(h.dtype)
+    total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1)
+    return (total / m.sum(1).clamp_min(1.0)).unsqueeze(1).expand_as(h)

@@ -54,6 +54,10 @@ class DistillationLoss(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def item_mask(self, target: torch.Tensor | None) -> torch.Tensor | None:
+        """The items to keep when the caller gives no mask (token losses: ``labels != -100``)."""
+        return None
+
     def per_item_with_entropies(
         self,
         student_logits: torch.Tensor,
@@ -76,6 +80,8 @@ class DistillationLoss(nn.Module):
         num_items: int | float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         per_item = self.per_item_loss(student_logits, teacher_logits, target)
+        if mask is None:
+            mask = self.item_mask(target)
         return reduce(per_item, weight=weight, mask=mask, reduction=reduction, num_items=num_items)
 
 

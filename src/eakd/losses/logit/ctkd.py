@@ -152,9 +152,15 @@ class CTKDLoss(DistillationLoss):
     def per_item_loss(self, student_logits, teacher_logits, target=None):
         tau = self.temperature().to(student_logits.device)
         return _ctkd_per_item(
-            student_logits, teacher_logits, target, tau, self.base, self.alpha, self.beta,
+            student_logits,
+            teacher_logits,
+            target,
+            tau,
+            self.base,
+            self.alpha,
+            self.beta,
             self.standardize,
-        )  # fmt: skip
+        )
 
     def extra_repr(self) -> str:
         return f"base={self.base!r}, lambda={self.lambda_:.4f}"

@@ -120,9 +120,15 @@ class DKDLoss(DistillationLoss):
 
     def _call(self, s, t, target, entropy_temperature=None):
         return dkd_per_item(
-            s, t, target, self.alpha, self.beta, self.temperature, self.standardize,
+            s,
+            t,
+            target,
+            self.alpha,
+            self.beta,
+            self.temperature,
+            self.standardize,
             entropy_temperature=entropy_temperature,
-        )  # fmt: skip
+        )
 
     def per_item_loss(self, student_logits, teacher_logits, target=None):
         return self._call(student_logits, teacher_logits, target)[0]

@@ -84,10 +84,18 @@ def mld_per_item(s, t, temperatures=DEFAULT_TEMPERATURES, confidence_mask=None, 
 
 
 def mld_loss(
-    student_logits, teacher_logits, target=None, *, temperatures=DEFAULT_TEMPERATURES,
-    confidence_mask=None, standardize=False, weight=None, mask=None, reduction="mean",
+    student_logits,
+    teacher_logits,
+    target=None,
+    *,
+    temperatures=DEFAULT_TEMPERATURES,
+    confidence_mask=None,
+    standardize=False,
+    weight=None,
+    mask=None,
+    reduction="mean",
     num_items=None,
-):  # fmt: skip
+):
     r"""MLD's instance-level term, per item: ``sum_{T in temperatures} T^2 KL_T``.
 
     ``temperatures`` defaults to ``(T0, 3, 5, 2, 6)`` with ``T0 = 4`` (CIFAR-100);
@@ -131,9 +139,16 @@ def _gram_term(s, t, temperatures, mode, standardize, level, mask):
 
 
 def mld_class_loss(
-    student_logits, teacher_logits, target=None, *, temperatures=DEFAULT_TEMPERATURES,
-    confidence_mask=None, standardize=False, mask=None, reduction="mean",
-):  # fmt: skip
+    student_logits,
+    teacher_logits,
+    target=None,
+    *,
+    temperatures=DEFAULT_TEMPERATURES,
+    confidence_mask=None,
+    standardize=False,
+    mask=None,
+    reduction="mean",
+):
     """MLD's class-level consistency ``sum_T ||G^t - G^s||^2 / C``, ``G = P^T P``: a batch term."""
     _refuse_none(reduction, "mld_class")
     return _gram_term(
@@ -142,9 +157,16 @@ def mld_class_loss(
 
 
 def mld_batch_loss(
-    student_logits, teacher_logits, target=None, *, temperatures=DEFAULT_TEMPERATURES,
-    confidence_mask=None, standardize=False, mask=None, reduction="mean",
-):  # fmt: skip
+    student_logits,
+    teacher_logits,
+    target=None,
+    *,
+    temperatures=DEFAULT_TEMPERATURES,
+    confidence_mask=None,
+    standardize=False,
+    mask=None,
+    reduction="mean",
+):
     """MLD's batch-level consistency ``sum_T ||M^t - M^s||^2 / B``, ``M = P P^T``: a batch term."""
     _refuse_none(reduction, "mld_batch")
     return _gram_term(
@@ -175,9 +197,12 @@ class MLDLoss(DistillationLoss):
 
     def per_item_loss(self, student_logits, teacher_logits, target=None):
         return mld_per_item(
-            student_logits, teacher_logits, self.temperatures, self.confidence_mask,
+            student_logits,
+            teacher_logits,
+            self.temperatures,
+            self.confidence_mask,
             self.standardize,
-        )  # fmt: skip
+        )
 
     def extra_repr(self) -> str:
         return f"temperatures={self.temperatures}, confidence_mask={self.confidence_mask!r}"
@@ -199,9 +224,16 @@ class _BatchTerm(DistillationLoss):
         _refuse_none("none", self._name)
 
     def forward(
-        self, student_logits, teacher_logits, target=None, *, weight=None, mask=None,
-        reduction="mean", num_items=None,
-    ):  # fmt: skip
+        self,
+        student_logits,
+        teacher_logits,
+        target=None,
+        *,
+        weight=None,
+        mask=None,
+        reduction="mean",
+        num_items=None,
+    ):
         if weight is not None:
             raise ValueError(
                 f"{self._name} is a batch-level term with no per-item form; it cannot take "
@@ -209,9 +241,13 @@ class _BatchTerm(DistillationLoss):
             )
         _refuse_none(reduction, self._name)
         return type(self)._fn(
-            student_logits, teacher_logits, temperatures=self.temperatures,
-            confidence_mask=self.confidence_mask, standardize=self.standardize, mask=mask,
-        )  # fmt: skip
+            student_logits,
+            teacher_logits,
+            temperatures=self.temperatures,
+            confidence_mask=self.confidence_mask,
+            standardize=self.standardize,
+            mask=mask,
+        )
 
 
 @register_loss("mld_class")

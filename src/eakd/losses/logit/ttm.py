@@ -37,9 +37,17 @@ def _ttm_per_item(s, t, gamma, weighted, standardize):
 
 
 def ttm_loss(
-    student_logits, teacher_logits, target=None, *, gamma=0.1, standardize=False, weight=None,
-    mask=None, reduction="mean", num_items=None,
-):  # fmt: skip
+    student_logits,
+    teacher_logits,
+    target=None,
+    *,
+    gamma=0.1,
+    standardize=False,
+    weight=None,
+    mask=None,
+    reduction="mean",
+    num_items=None,
+):
     """TTM per item, ``KL(softmax(z^t * gamma) || softmax(z^s))`` (ICLR 2024). The per-pair
     ``gamma`` and loss weight come from the TTM paper's appendix; ``gamma=0.1`` is its
     vgg13 -> vgg8 example (with loss weight 45)."""
@@ -48,9 +56,17 @@ def ttm_loss(
 
 
 def wttm_loss(
-    student_logits, teacher_logits, target=None, *, gamma=0.1, standardize=False, weight=None,
-    mask=None, reduction="mean", num_items=None,
-):  # fmt: skip
+    student_logits,
+    teacher_logits,
+    target=None,
+    *,
+    gamma=0.1,
+    standardize=False,
+    weight=None,
+    mask=None,
+    reduction="mean",
+    num_items=None,
+):
     """WTTM per item, ``U_n * KL(p~_n || softmax(z^s_n))`` with ``U_n = sum_c p_nc^gamma``."""
     per = _ttm_per_item(student_logits, teacher_logits, gamma, True, standardize)
     return reduce(per, weight=weight, mask=mask, reduction=reduction, num_items=num_items)

@@ -1,0 +1,1 @@
+"""Task engines: classification, detection and LLM distillation (each imports its own extras)."""

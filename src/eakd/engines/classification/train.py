@@ -1,0 +1,416 @@
+"""One training loop for every classification method, with and without EA.
+
+Reads top to bottom: set-up (devices, data, models, task, optimiser), optional resume, then
+epochs of (train, evaluate, log, checkpoint). Checkpoints and result files are written
+atomically; a resumed run continues exactly where the stopped one ended (the order and the
+augmentation of epoch ``e`` depend only on ``(seed, e)``, and RNG states are restored).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...config import from_dict, to_dict
+from ..utils import (
+    CSVLogger,
+    DistContext,
+    atomic_write_text,
+    get_rng_state,
+    resolve_device,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+    write_json,
+)
+from .config import ExperimentConfig, ModelConfig, OptimConfig
+from .evaluate import accuracy_counts, evaluate
+from .task import ClassificationTask
+
+__all__ = ["TrainingDiverged", "build_model_from", "learning_rate", "run_dir", "train"]
+
+#: Config keys that may differ between a stopped run and its resumption.
+RESUMABLE_CHANGES = {
+    "train.epochs",
+    "train.progress",
+    "train.device",
+    "train.threads",
+    "data.num_workers",
+    "log.tensorboard",
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
+    """The learning rate of epoch ``epoch`` (from 1): linear warm-up, then the schedule.
+
+    ``multistep`` multiplies by ``gamma`` once for every milestone the epoch is past
+    (epoch 151 of the CIFAR recipe runs at 0.1x), ``cosine`` anneals to 0 over ``epochs``.
+    """
+    if optim.schedule == "multistep":
+        factor = optim.gamma ** sum(epoch > m for m in optim.milestones)
+    elif optim.schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / max(epochs, 1)))
+    else:
+        factor = 1.0
+    if optim.warmup_epochs > 0:
+        factor *= min(1.0, epoch / optim.warmup_epochs)
+    return optim.lr * factor
+
+
+def build_model_from(cfg: ModelConfig, num_classes: int, role: str) -> nn.Module:
+    """Build a zoo/external model and load its checkpoint (teachers are expected to have one)."""
+    from ...models import build_model, load_checkpoint
+
+    model = build_model(cfg.name, num_classes=num_classes, **cfg.kwargs)
+    if cfg.checkpoint:
+        load_checkpoint(model, cfg.checkpoint)
+    elif role == "teacher":
+        print(
+            f"warning: teacher {cfg.name!r} has no checkpoint (teacher.checkpoint); "
+            "distilling from a randomly initialised teacher"
+        )
+    return model
+
+
+def _amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    if name == "none":
+        return None
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use amp=bf16 (or none) on CPU")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def _config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _build_data(cfg: ExperimentConfig, dist: DistContext):
+    """Train/test loaders from ``eakd.data`` (sharded across ranks under DDP)."""
+    from ...data import build_dataset, build_loader, build_transform
+
+    d = cfg.data
+    if d.augment == "none":  # train on the test pipeline: no random crops or flips
+        train_tf: Any = build_transform(d.name, "test")
+    else:
+        train_tf = d.augment
+    train_ds = build_dataset(d.name, d.root, "train", transform=train_tf, **d.options)
+    test_ds = build_dataset(d.name, d.root, "test", **d.options)
+    common: dict[str, Any] = {"distributed": dist.enabled, "seed": cfg.train.seed}
+    if dist.enabled:
+        common.update(num_replicas=dist.world_size, rank=dist.rank)
+    train_loader = build_loader(train_ds, d.batch_size, True, d.num_workers, **common)
+    test_loader = build_loader(test_ds, d.test_batch_size, False, d.num_workers, **common)
+    return train_loader, test_loader, test_ds.info
+
+
+def _to_device(batch, device):
+    return tuple(b.to(device, non_blocking=True) for b in batch)
+
+
+def train(
+    cfg: ExperimentConfig | dict[str, Any], resume: bool = False, quiet: bool = False
+) -> dict[str, Any]:
+    """Train ``cfg``; returns the results written to ``results.json``.
+
+    Args:
+        cfg: an :class:`ExperimentConfig` or its plain-dict form (validated strictly).
+        resume: continue from ``<output_dir>/<name>/checkpoints/last.pt``.
+        quiet: no progress bar and no per-epoch lines.
+    """
+    if isinstance(cfg, dict):
+        cfg = from_dict(ExperimentConfig, cfg)
+    dist = setup_distributed(cfg.train.device)
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    amp_dtype = _amp_dtype(cfg.train.amp, device)
+    out = run_dir(cfg)
+    ckpt_dir = out / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    say = (lambda *a: None) if quiet or not dist.is_main else print
+
+    state = None
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint at {last_path}; start the run without --resume"
+            )
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        diff = [
+            k for k in _config_diff(state["config"], to_dict(cfg)) if k not in RESUMABLE_CHANGES
+        ]
+        if diff:
+            raise ValueError(
+                f"cannot resume {out}: the config differs from the stopped run's in "
+                f"{', '.join(diff)}; resume with the original config (only "
+                f"{', '.join(sorted(RESUMABLE_CHANGES))} may change) or choose another name"
+            )
+    elif dist.is_main and last_path.exists():
+        raise FileExistsError(
+            f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it, "
+            "or choose another name/output_dir"
+        )
+
+    train_loader, test_loader, info = _build_data(cfg, dist)
+    num_classes = info.num_classes
+    student = build_model_from(cfg.student, num_classes, "student").to(device)
+    teacher = None
+    if cfg.teacher is not None and cfg.method.name != "vanilla":
+        teacher = build_model_from(cfg.teacher, num_classes, "teacher").to(device)
+    bins = cfg.log.entropy_bins if cfg.log.diagnostics else 0
+    task = ClassificationTask(student, teacher, cfg.method, cfg.ea, num_classes, bins).to(device)
+    params = task.trainable_parameters()
+    optimizer = torch.optim.SGD(
+        params,
+        lr=cfg.optim.lr,
+        momentum=cfg.optim.momentum,
+        weight_decay=cfg.optim.weight_decay,
+        nesterov=cfg.optim.nesterov,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    runner: nn.Module = task
+    if dist.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(task, device_ids=ids)
+
+    start_epoch, best, history = 1, {"top1": -1.0, "epoch": 0}, []
+    if state is not None:
+        student.load_state_dict(state["model"])
+        if task.distill is not None and state.get("objective"):
+            task.distill.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        say(f"resuming {out} at epoch {start_epoch}")
+
+    writer = None
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        import yaml
+
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        csv_log = CSVLogger(out / "train_log.csv", resume_at=start_epoch - 1 if state else None)
+        if not state and (out / "diagnostics.jsonl").exists():
+            (out / "diagnostics.jsonl").unlink()
+        if cfg.log.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch)
+            except ImportError:
+                say("note: tensorboard is not installed; logging to train_log.csv only")
+
+    teacher_eval = state.get("teacher_eval") if state else None
+    if teacher is not None and teacher_eval is None:
+        t_res = evaluate(teacher, test_loader, device, dist, amp_dtype, task.ea_temperature)
+        teacher_eval = {"top1": t_res["top1"], "top5": t_res["top5"]}
+        if dist.is_main and cfg.log.test_entropies and not dist.enabled:
+            save_checkpoint(t_res["entropies"].half(), out / "entropies" / "teacher.pt")
+        say(f"teacher {cfg.teacher.name}: top-1 {teacher_eval['top1']:.2f}%")
+
+    epochs = cfg.train.epochs
+    step_times: list[float] = []
+    last_eval: dict[str, Any] = {}
+    for epoch in range(start_epoch, epochs + 1):
+        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch)  # dropout etc.: f(seed, epoch)
+        train_loader.set_epoch(epoch)
+        task.set_epoch(epoch)
+        task.reset_diagnostics() if task.distill is not None else None
+        lr = learning_rate(cfg.optim, epoch, epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        runner.train()
+        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "correct": 0, "n": 0}
+        bar = _progress(train_loader, epoch, epochs, cfg.train.progress and not quiet, dist)
+        t_epoch = time.perf_counter()
+        for step, batch in enumerate(bar, 1):
+            t0 = time.perf_counter()
+            batch = _to_device(batch, device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                result = runner(batch)
+            loss = result["loss"]
+            value = float(loss)
+            if not math.isfinite(value):
+                kept = (
+                    f"{last_path} (epoch {start_epoch - 1 if epoch == start_epoch else epoch - 1})"
+                )
+                raise TrainingDiverged(
+                    f"non-finite loss ({value}) at epoch {epoch}, step {step}; the last good "
+                    f"checkpoint is {kept if last_path.exists() else 'none yet'} and nothing "
+                    "was overwritten. Lower optim.lr, use amp=none/bf16, or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.train.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            n = batch[-1].numel()
+            sums["loss"] += value * n
+            sums["ce"] += float(result["ce"]) * n
+            sums["kd"] += float(result.get("kd", 0.0)) * n
+            sums["correct"] += accuracy_counts(result["logits"].detach(), batch[-1], (1,))[0]
+            sums["n"] += n
+            step_times.append(time.perf_counter() - t0)
+            if hasattr(bar, "set_postfix"):
+                elapsed = time.perf_counter() - t_epoch
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / sums['n']:.3f}",
+                    acc=f"{100 * sums['correct'] / sums['n']:.1f}",
+                    img_s=f"{sums['n'] * dist.world_size / max(elapsed, 1e-9):.0f}",
+                )
+        keys = ("loss", "ce", "kd", "correct", "n")
+        totals = dict(zip(keys, dist.all_reduce_sum([sums[k] for k in keys], device), strict=True))
+        n_all = max(totals["n"], 1)
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": totals["loss"] / n_all,
+            "train_ce": totals["ce"] / n_all,
+            "train_kd": totals["kd"] / n_all,
+            "train_top1": 100.0 * totals["correct"] / n_all,
+            "epoch_time_s": time.perf_counter() - t_epoch,
+            "step_time_s": sum(step_times[-len(train_loader) :]) / max(len(train_loader), 1),
+        }
+        if epoch % cfg.train.eval_every == 0 or epoch == epochs:
+            want_h = cfg.log.test_entropies and not dist.enabled
+            last_eval = evaluate(
+                student,
+                test_loader,
+                device,
+                dist,
+                amp_dtype,
+                task.ea_temperature if want_h else None,
+            )
+            row.update(
+                test_top1=last_eval["top1"],
+                test_top5=last_eval["top5"],
+                test_loss=last_eval["loss"],
+            )
+            if last_eval["top1"] > best["top1"]:
+                best = {"top1": last_eval["top1"], "top5": last_eval["top5"], "epoch": epoch}
+            if dist.is_main and want_h:
+                path = out / "entropies" / f"student_epoch{epoch:04d}.pt"
+                save_checkpoint(last_eval["entropies"].half(), path)
+        history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if dist.is_main:
+            csv_log.log(row)
+            if task.distill is not None and cfg.log.diagnostics:
+                diag = {"epoch": epoch, **task.diagnostics()}
+                with (out / "diagnostics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(diag) + "\n")
+                row.update({f"ea_{k}": v for k, v in diag.items() if not k.startswith("hist")})
+            if writer is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, (int, float)):
+                        writer.add_scalar(k, v, epoch)
+            _checkpoint(
+                out,
+                cfg,
+                epoch,
+                student,
+                task,
+                optimizer,
+                scaler,
+                best,
+                history,
+                teacher_eval,
+                is_best=best["epoch"] == epoch,
+            )
+            if "test_top1" in row:
+                say(
+                    f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}, "
+                    f"test top-1 {row['test_top1']:.2f}% (best {best['top1']:.2f}% @ "
+                    f"{best['epoch']})"
+                )
+        dist.barrier()
+
+    results = {
+        "name": cfg.name,
+        "method": cfg.method.name,
+        "ea": cfg.ea.enabled,
+        "seed": cfg.train.seed,
+        "epochs": epochs,
+        "best_top1": best["top1"],
+        "best_top5": best.get("top5"),
+        "best_epoch": best["epoch"],
+        "last_top1": history[-1].get("test_top1") if history else None,
+        "last_top5": history[-1].get("test_top5") if history else None,
+        "teacher_top1": teacher_eval["top1"] if teacher_eval else None,
+        "step_time_s": (sum(h["step_time_s"] for h in history) / len(history)) if history else None,
+        "history": history,
+    }
+    if dist.is_main:
+        write_json(out / "results.json", results)
+        if writer is not None:
+            writer.close()
+    return results
+
+
+def _checkpoint(
+    out, cfg, epoch, student, task, optimizer, scaler, best, history, teacher_eval, is_best
+):
+    state = {
+        "model": student.state_dict(),  # mdistiller/RepDistiller-compatible {"model": sd}
+        "objective": task.distill.state_dict() if task.distill is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "rng": get_rng_state(),
+        "best": best,
+        "history": history,
+        "teacher_eval": teacher_eval,
+        "config": to_dict(cfg),
+        "arch": cfg.student.name,
+    }
+    save_checkpoint(state, out / "checkpoints" / "last.pt")
+    if is_best:
+        save_checkpoint(
+            {
+                "model": state["model"],
+                "epoch": epoch,
+                "arch": cfg.student.name,
+                "best_top1": best["top1"],
+                "config": state["config"],
+            },
+            out / "checkpoints" / "best.pt",
+        )
+
+
+def _progress(loader, epoch, epochs, enabled, dist):
+    if not enabled or not dist.is_main:
+        return loader
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return loader
+    return tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
+
+
+def with_overrides(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy of ``cfg`` with top-level fields replaced (used by sweeps and the demo)."""
+    return replace(cfg, **changes)

@@ -1,0 +1,195 @@
+"""Shared engine plumbing: atomic files, seeding, RNG state, devices, distributed runs, logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+__all__ = [
+    "CSVLogger",
+    "DistContext",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "get_rng_state",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
+    "setup_distributed",
+]
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``:
+    a crash leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to memory, then an atomic write."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy (if present) and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the global RNG user code draws from
+    except ImportError:  # pragma: no cover
+        pass
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def get_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()  # noqa: NPY002
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])  # noqa: NPY002
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA (this rank's GPU), then MPS, then CPU. Never assumes a GPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use device=cpu")
+    return device
+
+
+@dataclass
+class DistContext:
+    """Rank information; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_sum(self, values: Iterable[float], device: torch.device) -> list[float]:
+        values = list(values)
+        if not self.enabled:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        torch_dist.all_reduce(t)
+        return t.tolist()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+
+def setup_distributed(device_name: str = "auto") -> DistContext:
+    """Join the process group that ``torchrun`` describes (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if not torch_dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistContext(rank=rank, world_size=world, local_rank=local)
+
+
+class CSVLogger:
+    """Append rows to a CSV file; the header comes from the first row's keys. Each row is
+    written and flushed at once, so a stopped run keeps every finished epoch."""
+
+    def __init__(self, path: str | os.PathLike[str], resume_at: int | None = None) -> None:
+        self.path = Path(path)
+        self.fields: list[str] | None = None
+        if resume_at is not None and self.path.exists():
+            # keep the rows up to the resumed epoch; later rows belong to the stopped run
+            with self.path.open() as fh:
+                rows = list(csv.DictReader(fh))
+            kept = [r for r in rows if int(float(r.get("epoch", 0))) <= resume_at]
+            self.fields = list(rows[0].keys()) if rows else None
+            buf = io.StringIO()
+            if self.fields:
+                writer = csv.DictWriter(buf, fieldnames=self.fields)
+                writer.writeheader()
+                writer.writerows(kept)
+            atomic_write_text(self.path, buf.getvalue())
+        elif self.path.exists():
+            self.path.unlink()
+
+    def log(self, row: dict[str, Any]) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row.keys())
+        with self.path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            fh.flush()
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

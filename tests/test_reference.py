@@ -1,0 +1,209 @@
+"""Values and gradients of every loss and of the weights against tests/reference/formulas.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import formulas as ref
+
+import eakd
+from eakd import EntropyAdaptive, build_loss, functional
+from eakd.losses.logit import _fused
+
+SHAPES = [(5, 3), (3, 7, 101), (64, 10)]
+TEMPS = [1.0, 2.0, 4.0]
+
+
+def _pair(shape, scale=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = (torch.randn(*shape, generator=g) * scale).requires_grad_(True)
+    t = torch.randn(*shape, generator=g) * scale
+    y = torch.randint(0, shape[-1], shape[:-1], generator=g)
+    return s, t, y
+
+
+def _check(ours, reference, s, atol=1e-5, rtol=1e-4):
+    """Compare values, then gradients of a random projection of the per-item outputs."""
+    torch.testing.assert_close(ours.double(), reference, atol=atol, rtol=rtol)
+    proj = torch.randn(ours.shape, dtype=torch.float64)
+    (g_ours,) = torch.autograd.grad((ours.double() * proj).sum(), s)
+    (g_ref,) = torch.autograd.grad((reference * proj).sum(), s)
+    torch.testing.assert_close(g_ours.double(), g_ref.double(), atol=atol, rtol=rtol)
+
+
+@pytest.fixture(params=["stacked", "separate"])
+def kd_path(request, monkeypatch):
+    """Run KD through both fused implementations (small-input and large-input paths)."""
+    monkeypatch.setattr(_fused, "STACK_BELOW", 1 << 30 if request.param == "stacked" else 0)
+    return request.param
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", TEMPS)
+def test_entropy(shape, t):
+    s, _, _ = _pair(shape)
+    _check(eakd.entropy(s, t), ref.entropy(s, t), s)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", sorted(eakd.WEIGHT_KINDS))
+@pytest.mark.parametrize("h_ub", [None, 100.0])
+def test_weights(shape, kind, h_ub):
+    s, t, _ = _pair(shape)
+    w = eakd.ea_weights(s, t, temperature=3.0, max_entropy=h_ub, kind=kind)
+    torch.testing.assert_close(
+        w.double(), ref.ea_weight(s, t, 3.0, h_ub, kind).detach(), atol=1e-5, rtol=1e-5
+    )
+    assert not w.requires_grad
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", TEMPS)
+def test_kd(shape, t, kd_path):
+    s, z, _ = _pair(shape)
+    _check(functional.kd_loss(s, z, temperature=t, reduction="none"), ref.kd(s, z, t), s)
+
+
+@pytest.mark.parametrize("t", TEMPS)
+@pytest.mark.parametrize("t_prime", [2.0, 3.0, 4.0])
+def test_fused_kd_entropies(t, t_prime, kd_path):
+    """KD's fused pass returns the same entropies as the reference (T' equal to T or not)."""
+    s, z, _ = _pair((37, 19))
+    per, hs, ht = _fused.kd_rows(s, z, t, t_prime)
+    torch.testing.assert_close(hs.double(), ref.entropy(s, t_prime).detach(), atol=2e-5, rtol=0)
+    torch.testing.assert_close(ht.double(), ref.entropy(z, t_prime).detach(), atol=2e-5, rtol=0)
+    _check(per, ref.kd(s, z, t), s)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", TEMPS)
+@pytest.mark.parametrize("alpha,beta", [(1.0, 8.0), (2.0, 0.5)])
+def test_dkd(shape, t, alpha, beta):
+    s, z, y = _pair(shape)
+    ours = functional.dkd_loss(s, z, y, alpha=alpha, beta=beta, temperature=t, reduction="none")
+    c = shape[-1]
+    reference = ref.dkd(s.reshape(-1, c), z.reshape(-1, c), y.reshape(-1), alpha, beta, t)
+    _check(ours, reference.view(shape[:-1]), s)
+
+
+def test_dkd_fused_entropies():
+    s, z, y = _pair((33, 17))
+    per, hs, ht = _fused.dkd_rows(s, z, y, 4.0, 1.0, 8.0, 3.0)
+    torch.testing.assert_close(hs.double(), ref.entropy(s, 3.0).detach(), atol=2e-5, rtol=0)
+    torch.testing.assert_close(ht.double(), ref.entropy(z, 3.0).detach(), atol=2e-5, rtol=0)
+    _check(per, ref.dkd(s, z, y, 1.0, 8.0, 4.0), s)
+
+
+@pytest.mark.parametrize("base", ["kd", "dkd"])
+def test_ctkd_value_and_temperature_gradient(base):
+    s, z, y = _pair((9, 13))
+    loss = build_loss("ctkd", base=base)
+    loss.set_epoch(5)
+    tau = loss.temperature().detach().double().requires_grad_(True)
+
+    def reference():
+        return ref.kd(s, z, tau) if base == "kd" else ref.dkd(s, z, y, 1.0, 2.0, tau)
+
+    _check(loss(s, z, y, reduction="none"), reference(), s)
+    # theta gets the reversed, lambda-scaled gradient of d loss / d tau * d tau / d theta
+    theta = loss.temperature_module.theta
+    (g_theta,) = torch.autograd.grad(loss(s, z, y), theta)
+    (g_tau,) = torch.autograd.grad(reference().mean(), tau)
+    sig = torch.sigmoid(theta.detach().double())
+    expected = g_tau * 20.0 * sig * (1 - sig) * loss.lambda_
+    torch.testing.assert_close(g_theta.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_ctkd_cosine_schedule():
+    lam = [eakd.losses.cosine_lambda(e) for e in (1, 5, 10, 20)]
+    assert lam[0] == pytest.approx(-0.0245, abs=1e-3)
+    assert lam[1] == pytest.approx(-0.5)
+    assert lam[2] == pytest.approx(-1.0) and lam[3] == pytest.approx(-1.0)
+    assert eakd.losses.GlobalTemperature()(0.0).item() == pytest.approx(
+        1 + 20 / (1 + 2.7182818**-1)
+    )
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mld_instance(shape):
+    s, z, _ = _pair(shape)
+    _check(functional.mld_loss(s, z, reduction="none"), ref.mld_instance(s, z), s)
+
+
+@pytest.mark.parametrize("mode", ["official", "per_sample"])
+def test_mld_instance_masks(mode):
+    s, z, _ = _pair((16, 10))
+    m, _k = ref.mld_masks(z)
+    factor = m.mean() if mode == "official" else m
+    ours = functional.mld_loss(s, z, confidence_mask=mode, reduction="none")
+    _check(ours, ref.mld_instance(s, z) * factor, s)
+    assert m.sum() == 8  # the median splits a batch of distinct values in half
+
+
+@pytest.mark.parametrize("level", ["class", "batch"])
+@pytest.mark.parametrize("mode", [None, "official", "per_sample"])
+def test_mld_consistency_terms(level, mode):
+    s, z, _ = _pair((12, 9))
+    fn = functional.mld_class_loss if level == "class" else functional.mld_batch_loss
+    m, k = ref.mld_masks(z)
+    temps = (4.0, 3.0, 5.0, 2.0, 6.0)
+    total = 0.0
+    for t in temps:
+        ps, pt = ref.softmax(s, t), ref.softmax(z, t)
+        if level == "class":
+            diff, rows, norm = (pt.T @ pt - ps.T @ ps) ** 2, k, 9
+        else:
+            diff, rows, norm = (pt @ pt.T - ps @ ps.T) ** 2, m, 12
+        if mode == "per_sample":
+            diff = diff * rows.unsqueeze(1)
+        term = diff.sum() / norm
+        total = total + (term * rows.mean() if mode == "official" else term)
+    ours = fn(s, z, confidence_mask=mode)
+    torch.testing.assert_close(ours.double(), total, atol=1e-6, rtol=1e-4)
+    (g1,) = torch.autograd.grad(ours, s)
+    (g2,) = torch.autograd.grad(total, s)
+    torch.testing.assert_close(g1.double(), g2.double(), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 1.0])
+def test_ttm(weighted, gamma):
+    s, z, _ = _pair((11, 23), scale=2.0)
+    fn = functional.wttm_loss if weighted else functional.ttm_loss
+    _check(fn(s, z, gamma=gamma, reduction="none"), ref.ttm(s, z, gamma, weighted), s)
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "mld", "ttm"])
+def test_standardize_option(name):
+    """standardize=True equals the loss on z-scored logits (logit standardisation, CVPR 2024)."""
+    s, z, y = _pair((10, 12))
+    with_ls = build_loss(name, standardize=True)(s, z, y, reduction="none")
+    zs, zt = ref.standardize(s).float(), ref.standardize(z).float()
+    plain = build_loss(name)(zs, zt, y, reduction="none")
+    torch.testing.assert_close(with_ls, plain, atol=1e-5, rtol=1e-4)
+
+
+def test_standardize_logits_formula():
+    s, _, _ = _pair((4, 9))
+    torch.testing.assert_close(eakd.standardize_logits(s).double(), ref.standardize(s))
+
+
+@pytest.mark.parametrize("t_prime", [2.0, 3.0])
+@pytest.mark.parametrize("name", ["kd", "dkd"])
+def test_entropy_adaptive_fast_path_matches_formula(name, t_prime, kd_path):
+    """The fused EA path: mean_n w_n * l_n with w from the reference formula, values + grads."""
+    s, z, y = _pair((40, 10))
+    ea = EntropyAdaptive(build_loss(name), temperature=t_prime)
+    per = ref.kd(s, z, 4.0) if name == "kd" else ref.dkd(s, z, y, 1.0, 8.0, 4.0)
+    expected = (per * ref.ea_weight(s, z, t_prime).detach()).mean()
+    _check(ea(s, z, y), expected, s)
+
+
+def test_entropy_adaptive_standardized_weights():
+    s, z, y = _pair((20, 10))
+    ea = EntropyAdaptive(build_loss("dkd", standardize=True), weight_logits="standardized")
+    w = ref.ea_weight(ref.standardize(s), ref.standardize(z), 3.0)
+    per = ref.dkd(ref.standardize(s).float(), ref.standardize(z).float(), y, 1.0, 8.0, 4.0)
+    torch.testing.assert_close(
+        ea(s, z, y).double(), (per * w).mean().detach(), atol=1e-5, rtol=1e-4
+    )
