@@ -156,3 +156,20 @@ def test_errors_name_the_problem():
         )
     with pytest.raises(ValueError, match="chunk_size"):
         ChunkedTokenDistillation("forward_kl", chunk_size=0)
+
+
+@pytest.mark.parametrize("granularity", ["item", "sequence"])
+def test_chunked_agrees_with_entropy_adaptive_on_full_logits(granularity):
+    from eakd import EntropyAdaptive, build_loss
+
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=7)
+    zs = hs @ ws.t() + bs
+    zt = ht @ wt.t() + bt
+    wrapper = EntropyAdaptive(build_loss("jsd", beta=0.3), temperature=1.5, granularity=granularity)
+    full = wrapper(zs, zt, labels)  # the mask comes from the labels (item_mask)
+    chunked = ChunkedTokenDistillation(
+        "jsd", beta=0.3, entropy_temperature=1.5, granularity=granularity, chunk_size=6
+    )(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(chunked, (hs, ws, bs)), _grads(full, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)

@@ -100,8 +100,10 @@ class TokenDivergenceLoss(DistillationLoss):
     """Base of the registered token divergences (module form).
 
     ``per_item_loss(student_logits, teacher_logits, labels=None)`` returns the per-token loss of
-    shape ``logits.shape[:-1]`` (0 at ignored positions); ``forward`` reduces it with the mask
-    ``labels != ignore_index`` unless an explicit ``mask`` is given.
+    shape ``logits.shape[:-1]`` (0 at ignored positions); ``forward`` (and
+    :class:`eakd.EntropyAdaptive`) reduce it with the mask ``labels != ignore_index``
+    (:meth:`item_mask`) unless an explicit ``mask`` is given: a token mean over the valid
+    positions, or over ``num_items``.
     """
 
     divergence: str = ""
@@ -133,23 +135,11 @@ class TokenDivergenceLoss(DistillationLoss):
             entropy_temperature=entropy_temperature,
         )
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        target: torch.Tensor | None = None,
-        *,
-        weight: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-        reduction: str = "mean",
-        num_items: int | float | torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Reduced loss: ``sum_t m_t w_t l_t / D`` with ``m = labels != ignore_index`` (unless
-        ``mask`` is given) and ``D`` the valid-token count or ``num_items``."""
-        per_item = self.per_item_loss(student_logits, teacher_logits, target)
-        if mask is None:
-            mask = label_mask(target, per_item.shape, self.ignore_index)
-        return reduce(per_item, weight=weight, mask=mask, reduction=reduction, num_items=num_items)
+    def item_mask(self, target: torch.Tensor | None) -> torch.Tensor | None:
+        """``labels != ignore_index``: the tokens that count when no ``mask`` is given."""
+        if target is None:
+            return None
+        return label_mask(target, target.shape, self.ignore_index)
 
     def extra_repr(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.spec.params.items())
