@@ -173,3 +173,21 @@ def test_chunked_agrees_with_entropy_adaptive_on_full_logits(granularity):
     torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
     for g, e in zip(_grads(chunked, (hs, ws, bs)), _grads(full, (hs, ws, bs)), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_hard_label_cross_entropy_term_matches_full_logits():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=8)
+    loss = ChunkedTokenDistillation(
+        "forward_kl", granularity="sequence", chunk_size=4, kd_weight=0.5, ce_weight=0.5
+    )
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    zs = hs @ ws.t() + bs
+    ce = torch.nn.functional.cross_entropy(zs.reshape(-1, V), labels.reshape(-1))
+    distill = _full_reference(
+        hs, ws, bs, ht, wt, bt, labels, "forward_kl", {}, True, "sequence", 1.0, None
+    )
+    expected = 0.5 * distill + 0.5 * ce
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert loss.last_terms["ce"] == pytest.approx(float(ce.detach()), rel=1e-5)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)

@@ -80,7 +80,11 @@ class _Plan:
     chunks: list[torch.Tensor]
     segments: list[torch.Tensor | None]
     denom: float | torch.Tensor
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    labels: torch.Tensor | None = None
     stats: dict[str, torch.Tensor] | None = None
+    terms: dict[str, torch.Tensor] | None = None
 
 
 def _make_chunks(
@@ -128,6 +132,7 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
     grad_w = torch.zeros(ws32.shape, dtype=torch.float32, device=dev) if need[1] else None
     grad_b = torch.zeros(bs32.shape, dtype=torch.float32, device=dev) if need[2] else None
     total = torch.zeros((), dtype=torch.float32, device=dev)
+    terms = {k: torch.zeros((), dtype=torch.float32, device=dev) for k in ("distill", "ce")}
     stats = {
         k: torch.zeros(n_rows, dtype=torch.float32, device=dev)
         for k in ("per_item", "weights", "student_entropy", "teacher_entropy")
@@ -154,11 +159,19 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
                     mean_s = torch.zeros(k, device=dev).index_add_(0, seg, h_s) / cnt
                     mean_t = torch.zeros(k, device=dev).index_add_(0, seg, h_t) / cnt
                     w = weights_from_entropies(mean_s, mean_t, plan.max_entropy, plan.kind)[seg]
-                coef = w / plan.denom
+                distill = (per * w).sum() / plan.denom
             else:
                 w = None
-                coef = None
-            chunk_loss = (per * coef).sum() if coef is not None else per.sum() / plan.denom
+                distill = per.sum() / plan.denom
+            chunk_loss = plan.kd_weight * distill
+            if plan.ce_weight:
+                # hard-label cross-entropy at T = 1, never entropy-weighted
+                target = plan.labels[rows]
+                ce = (torch.logsumexp(zs, -1) - zs.gather(1, target[:, None]).squeeze(1)).sum()
+                ce = ce / plan.denom
+                chunk_loss = chunk_loss + plan.ce_weight * ce
+                terms["ce"] += ce.detach()
+        terms["distill"] += distill.detach()
         total += chunk_loss.detach()
         stats["per_item"][rows] = per.detach()
         if w is not None:
@@ -175,6 +188,7 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
         if grad_b is not None:
             grad_b += g.sum(0)
     plan.stats = stats
+    plan.terms = terms
     return total, grad_h, grad_w, grad_b
 
 
@@ -247,6 +261,11 @@ class ChunkedTokenDistillation(nn.Module):
             With ``granularity="sequence"`` a chunk holds whole sequences, so it grows to the
             longest sequence's valid-token count when that is larger.
         ignore_index: label value of prompt and padding positions.
+        kd_weight, ce_weight: the returned loss is ``kd_weight * L + ce_weight * CE`` with
+            ``CE`` the hard-label cross-entropy of the student (``T = 1``, not entropy-weighted,
+            same normalisation ``D``), computed in the same chunks; DistiLLM's ``kd_ratio`` is
+            ``kd_weight = kd_ratio, ce_weight = 1 - kd_ratio``. ``.last_terms`` holds both
+            terms' values after a call.
 
     Shapes (``forward``):
         student_hidden ``(B, T, H_S)`` or ``(N, H_S)``; student_weight ``(V, H_S)``;
@@ -268,9 +287,13 @@ class ChunkedTokenDistillation(nn.Module):
         kind: str = "ea",
         chunk_size: int = 1024,
         ignore_index: int = -100,
+        kd_weight: float = 1.0,
+        ce_weight: float = 0.0,
         **params: Any,
     ) -> None:
         super().__init__()
+        if not kd_weight >= 0 or not ce_weight >= 0:
+            raise ValueError(f"kd_weight and ce_weight must be >= 0, got {kd_weight}, {ce_weight}")
         self.spec = Divergence.build(divergence, temperature, **params)
         if granularity == "item":
             granularity = "token"
@@ -294,7 +317,10 @@ class ChunkedTokenDistillation(nn.Module):
         self.kind = kind
         self.chunk_size = chunk_size
         self.ignore_index = int(ignore_index)
+        self.kd_weight = float(kd_weight)
+        self.ce_weight = float(ce_weight)
         self.last_stats = None
+        self.last_terms: dict[str, float] = {}
 
     def forward(
         self,
@@ -346,9 +372,12 @@ class ChunkedTokenDistillation(nn.Module):
         seq_mask = valid if self.granularity == "sequence" else valid.reshape(-1)
         chunks, segments = _make_chunks(seq_mask, self.granularity, self.chunk_size)
         h_ub = resolve_max_entropy(self.max_entropy, student_weight.shape[0])
+        if self.ce_weight and labels is None:
+            raise ValueError("ce_weight > 0 needs labels (the hard targets of the CE term)")
         plan = _Plan(
             self.spec, self.ea, self.granularity, self.entropy_temperature, h_ub, self.kind,
-            self.chunk_size, chunks, segments, denom,
+            self.chunk_size, chunks, segments, denom, self.kd_weight, self.ce_weight,
+            labels.reshape(-1).clamp_min(0) if labels is not None else None,
         )  # fmt: skip
         hs = student_hidden.reshape(-1, student_hidden.shape[-1])
         ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
@@ -356,6 +385,7 @@ class ChunkedTokenDistillation(nn.Module):
         bt = teacher_bias.detach() if teacher_bias is not None else None
         loss = _ChunkedFunction.apply(hs, student_weight, student_bias, ht, wt, bt, plan)
         self._record(plan, valid, lead)
+        self.last_terms = {k: float(v) for k, v in (plan.terms or {}).items()}
         return loss
 
     def _mask(self, labels, mask, lead, device) -> torch.Tensor:
