@@ -122,6 +122,19 @@ def _make_chunks(
     return chunks, segments
 
 
+def _chunk_weights(plan: _Plan, h_s, h_t, seg) -> torch.Tensor:
+    """EA weights of a chunk's rows: per token, or per sequence from the mean entropies of the
+    chunk's (whole) sequences, broadcast to their tokens."""
+    if plan.granularity == "token":
+        return weights_from_entropies(h_s, h_t, plan.max_entropy, plan.kind)
+    k = int(seg.max()) + 1
+    zeros = torch.zeros(k, dtype=h_s.dtype, device=h_s.device)
+    count = zeros.index_add(0, seg, torch.ones_like(h_s))
+    mean_s = zeros.index_add(0, seg, h_s) / count
+    mean_t = zeros.index_add(0, seg, h_t) / count
+    return weights_from_entropies(mean_s, mean_t, plan.max_entropy, plan.kind)[seg]
+
+
 def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
     """Loss and gradients for all chunks. ``need`` = (hidden, weight, bias) gradient flags."""
     n_rows, dev = hs.shape[0], hs.device
@@ -142,28 +155,26 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
     for rows, seg in zip(plan.chunks, plan.segments, strict=True):
         h = hs[rows].float()
         with torch.no_grad():
-            zt = torch.addmm(bt32, ht[rows].float(), wt32.t()) if bt32 is not None else (
-                ht[rows].float() @ wt32.t()
-            )  # fmt: skip
             zs = torch.addmm(bs32, h, ws32.t()) if bs32 is not None else h @ ws32.t()
         zs.requires_grad_(any_grad)
+        w = None
         with torch.enable_grad():
-            per, h_s, h_t = plan.spec.rows(zs, zt, t_ent)
-            check_finite(per.detach(), ("student logits", zs.detach()), ("teacher logits", zt))
-            if plan.ea:
-                if plan.granularity == "token":
-                    w = weights_from_entropies(h_s, h_t, plan.max_entropy, plan.kind)
+            chunk_loss = torch.zeros((), dtype=torch.float32, device=dev)
+            if plan.kd_weight:  # kd_weight = 0 (plain SFT) skips the teacher entirely
+                with torch.no_grad():
+                    zt = ht[rows].float() @ wt32.t()
+                    if bt32 is not None:
+                        zt += bt32
+                per, h_s, h_t = plan.spec.rows(zs, zt, t_ent)
+                check_finite(per.detach(), ("student logits", zs.detach()), ("teacher logits", zt))
+                if plan.ea:
+                    w = _chunk_weights(plan, h_s, h_t, seg)
+                    distill = (per * w).sum() / plan.denom
                 else:
-                    k = int(seg.max()) + 1
-                    cnt = torch.zeros(k, device=dev).index_add_(0, seg, torch.ones_like(h_s))
-                    mean_s = torch.zeros(k, device=dev).index_add_(0, seg, h_s) / cnt
-                    mean_t = torch.zeros(k, device=dev).index_add_(0, seg, h_t) / cnt
-                    w = weights_from_entropies(mean_s, mean_t, plan.max_entropy, plan.kind)[seg]
-                distill = (per * w).sum() / plan.denom
-            else:
-                w = None
-                distill = per.sum() / plan.denom
-            chunk_loss = plan.kd_weight * distill
+                    distill = per.sum() / plan.denom
+                chunk_loss = chunk_loss + plan.kd_weight * distill
+                terms["distill"] += distill.detach()
+                stats["per_item"][rows] = per.detach()
             if plan.ce_weight:
                 # hard-label cross-entropy at T = 1, never entropy-weighted
                 target = plan.labels[rows]
@@ -171,9 +182,7 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
                 ce = ce / plan.denom
                 chunk_loss = chunk_loss + plan.ce_weight * ce
                 terms["ce"] += ce.detach()
-        terms["distill"] += distill.detach()
         total += chunk_loss.detach()
-        stats["per_item"][rows] = per.detach()
         if w is not None:
             stats["weights"][rows] = w
             stats["student_entropy"][rows] = h_s
@@ -292,8 +301,10 @@ class ChunkedTokenDistillation(nn.Module):
         **params: Any,
     ) -> None:
         super().__init__()
-        if not kd_weight >= 0 or not ce_weight >= 0:
-            raise ValueError(f"kd_weight and ce_weight must be >= 0, got {kd_weight}, {ce_weight}")
+        if not kd_weight >= 0 or not ce_weight >= 0 or kd_weight + ce_weight <= 0:
+            raise ValueError(
+                f"kd_weight and ce_weight must be >= 0 and not both 0, got {kd_weight}, {ce_weight}"
+            )
         self.spec = Divergence.build(divergence, temperature, **params)
         if granularity == "item":
             granularity = "token"

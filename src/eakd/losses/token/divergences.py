@@ -85,9 +85,33 @@ def _support(log_p: torch.Tensor, log_q: torch.Tensor):
     return log_p, torch.where(keep, log_p.exp(), zero), log_q, torch.where(keep, log_q.exp(), zero)
 
 
-def _kl(a: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
-    """``sum_v a_v (log a_v - log b_v)`` (terms with ``a_v = 0`` vanish)."""
-    return (a * (log_a - log_b)).sum(-1)
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_v a_v b_v`` per row as a batched matrix product (no ``(N, V)`` temporary)."""
+    return torch.einsum("...v,...v->...", a, b)
+
+
+class _Rows:
+    """Log-probabilities and probabilities of one batch of rows, with the two self dot
+    products ``sum p log p`` and ``sum q log q`` computed once and shared by the divergence
+    and the EA entropies (KL terms are ``sum a log a - sum a log b``: no ``(N, V)`` temporary
+    for ``log a - log b``)."""
+
+    def __init__(self, lp: torch.Tensor, p: torch.Tensor, lq: torch.Tensor, q: torch.Tensor):
+        self.lp, self.p, self.lq, self.q = lp, p, lq, q
+        self._p_lp: torch.Tensor | None = None
+        self._q_lq: torch.Tensor | None = None
+
+    @property
+    def p_lp(self) -> torch.Tensor:
+        if self._p_lp is None:
+            self._p_lp = _dot(self.p, self.lp)
+        return self._p_lp
+
+    @property
+    def q_lq(self) -> torch.Tensor:
+        if self._q_lq is None:
+            self._q_lq = _dot(self.q, self.lq)
+        return self._q_lq
 
 
 def _log_mix(log_p: torch.Tensor, log_q: torch.Tensor, w_p: float) -> torch.Tensor:
@@ -180,47 +204,52 @@ class Divergence:
         lq_raw = log_probs(student_logits, t)
         with torch.no_grad():
             lp_raw = log_probs(teacher_logits.detach(), t)
-        lp, p, lq, q = _support(lp_raw, lq_raw)
-        loss = self._loss(lp, p, lq, q)
+        r = _Rows(*_support(lp_raw, lq_raw))
+        loss = self._loss(r)
         hs = ht = None
         if entropy_temperature is not None:
             with torch.no_grad():
-                if entropy_temperature == t:
-                    hs, ht = entropy_rows(lq_raw.detach()), entropy_rows(lp_raw)
+                if entropy_temperature == t:  # H = -sum p log p: reuses the divergence's dots
+                    h_max = math.log(r.lq.shape[-1])
+                    hs = (-r.q_lq.detach()).clamp_(0.0, h_max)
+                    ht = (-r.p_lp).clamp_(0.0, h_max)
                 else:
                     hs = entropy_rows(log_probs(student_logits.detach(), entropy_temperature))
                     ht = entropy_rows(log_probs(teacher_logits.detach(), entropy_temperature))
         return loss, hs, ht
 
-    def _loss(self, lp, p, lq, q) -> torch.Tensor:
+    def _loss(self, r: _Rows) -> torch.Tensor:
         name, prm = self.name, self.params
+        lp, p, lq, q = r.lp, r.p, r.lq, r.q
         if name == "forward_kl":
             if prm["form"] == "cross_entropy":
-                return -(p * lq).sum(-1)
-            return _kl(p, lp, lq).clamp_min(0.0)
+                return -_dot(p, lq)
+            return (r.p_lp - _dot(p, lq)).clamp_min(0.0)
         if name == "reverse_kl":
-            return _kl(q, lq, lp).clamp_min(0.0)
+            return (r.q_lq - _dot(q, lp)).clamp_min(0.0)
         if name == "tvd":
             return 0.5 * (p - q).abs().sum(-1)
         if name == "jsd":
             beta = prm["beta"]
             if beta == 0.0:
-                return _kl(p, lp, lq).clamp_min(0.0)
+                return (r.p_lp - _dot(p, lq)).clamp_min(0.0)
             if beta == 1.0:
-                return _kl(q, lq, lp).clamp_min(0.0)
+                return (r.q_lq - _dot(q, lp)).clamp_min(0.0)
             lm = _log_mix(lp, lq, beta)
             w_p, w_q = (1.0 - beta, beta) if prm["weighting"] == "interpolate" else (beta, 1 - beta)
-            return (w_p * _kl(p, lp, lm) + w_q * _kl(q, lq, lm)).clamp_min(0.0)
+            kl_p = r.p_lp - _dot(p, lm)
+            kl_q = r.q_lq - _dot(q, lm)
+            return (w_p * kl_p + w_q * kl_q).clamp_min(0.0)
         if name == "skew_kl":
             alpha = prm["alpha"]
             lm = lq if alpha == 0.0 else _log_mix(lp, lq, alpha)
             if prm["form"] == "cross_entropy":
-                return -(p * lm).sum(-1)
-            return _kl(p, lp, lm).clamp_min(0.0)
+                return -_dot(p, lm)
+            return (r.p_lp - _dot(p, lm)).clamp_min(0.0)
         if name == "skew_reverse_kl":
             alpha = prm["alpha"]
             lm = lp if alpha == 0.0 else _log_mix(lp, lq, 1.0 - alpha)
-            return _kl(q, lq, lm).clamp_min(0.0)
+            return (r.q_lq - _dot(q, lm)).clamp_min(0.0)
         raise AssertionError(name)  # pragma: no cover - names are validated in build()
 
     def describe(self) -> str:
