@@ -117,8 +117,10 @@ def main() -> None:
         mode, n, h, v, chunk, repeats = args.worker
         print(json.dumps(worker(mode, int(n), int(h), int(v), int(chunk), int(repeats))))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
-          f"chunk {args.chunk_size}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 CPU, "
+        f"chunk {args.chunk_size}"
+    )
     print(
         f"{'(B*T, H, V)':>22} {'full peak MB':>13} {'chunked MB':>11} {'ratio':>6} "
         f"{'above inputs':>13} {'ratio':>6} {'t full':>7} {'t no-EA':>8} {'t EA':>7} {'EA/noEA':>8}"

@@ -52,11 +52,18 @@ def tiny_models(tmp_path_factory):
     for name, layers, seed in (("teacher", 3, 0), ("student", 2, 1)):
         torch.manual_seed(seed)
         cfg = transformers.LlamaConfig(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.eos_token_id, tie_word_embeddings=name == "student",
-        )  # fmt: skip
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.eos_token_id,
+            tie_word_embeddings=name == "student",
+        )
         model = transformers.LlamaForCausalLM(cfg)
         path = root / name
         model.save_pretrained(path)
@@ -64,9 +71,13 @@ def tiny_models(tmp_path_factory):
         paths[name] = path
     # a GPT-2 student with another vocabulary size: the mismatch case
     cfg = transformers.GPT2Config(
-        vocab_size=len(tok) + 7, n_embd=16, n_layer=1, n_head=2,
-        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-    )  # fmt: skip
+        vocab_size=len(tok) + 7,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     path = root / "gpt2_other_vocab"
     transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)

@@ -58,12 +58,16 @@ def test_chunked_equals_full_forward_kl(chunk_size, granularity, ea):
     hs, ws, bs, ht, wt, bt, labels = _inputs()
     assert int((labels != -100).sum()) == 15
     loss = ChunkedTokenDistillation(
-        "forward_kl", ea=ea, granularity=granularity, entropy_temperature=2.0,
+        "forward_kl",
+        ea=ea,
+        granularity=granularity,
+        entropy_temperature=2.0,
         chunk_size=chunk_size,
-    )  # fmt: skip
+    )
     got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
-    expected = _full_reference(hs, ws, bs, ht, wt, bt, labels, "forward_kl", {}, ea,
-                               granularity, 2.0, None)  # fmt: skip
+    expected = _full_reference(
+        hs, ws, bs, ht, wt, bt, labels, "forward_kl", {}, ea, granularity, 2.0, None
+    )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
@@ -71,15 +75,21 @@ def test_chunked_equals_full_forward_kl(chunk_size, granularity, ea):
 
 @pytest.mark.parametrize(
     ("name", "prm"),
-    [("reverse_kl", {}), ("jsd", {"beta": 0.1, "weighting": "gkd"}), ("skew_kl", {}),
-     ("skew_reverse_kl", {"alpha": 0.3}), ("tvd", {})],
-)  # fmt: skip
+    [
+        ("reverse_kl", {}),
+        ("jsd", {"beta": 0.1, "weighting": "gkd"}),
+        ("skew_kl", {}),
+        ("skew_reverse_kl", {"alpha": 0.3}),
+        ("tvd", {}),
+    ],
+)
 def test_chunked_equals_full_other_divergences(name, prm):
     hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=1, bias=False)
     loss = ChunkedTokenDistillation(name, granularity="sequence", chunk_size=5, **prm)
     got = loss(hs, ws, ht, wt, labels, num_items=40)
-    expected = _full_reference(hs, ws, None, ht, wt, None, labels, name, prm, True,
-                               "sequence", 1.0, 40)  # fmt: skip
+    expected = _full_reference(
+        hs, ws, None, ht, wt, None, labels, name, prm, True, "sequence", 1.0, 40
+    )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     for g, e in zip(_grads(got, (hs, ws)), _grads(expected, (hs, ws)), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)

@@ -222,3 +222,20 @@ def test_cli_rejects_unknown_config_keys(tiny_models, dolly_file, tmp_path, caps
     path.write_text(yaml.safe_dump(cfg))
     assert main(["llm", "train", str(path)]) == 2
     assert "temprature" in capsys.readouterr().err
+
+
+def test_shipped_llm_configs_bind_strictly():
+    from pathlib import Path
+
+    from eakd.config import load_config
+    from eakd.engines.llm.config import bind_config
+
+    root = Path(__file__).resolve().parents[2] / "configs" / "llm"
+    paths = sorted(root.rglob("*.yaml"))
+    assert len(paths) >= 8
+    for path in paths:
+        assert path.read_text().startswith(f"# eakd llm train configs/llm/{path.relative_to(root)}")
+        cfg = bind_config(load_config(path))
+        assert cfg.train.mixed_precision == "no" and cfg.eval.seeds == [10, 20, 30, 40, 50]
+    ea = bind_config(load_config(root / "dolly" / "ea_kd" / "gpt2-xl_gpt2.yaml"))
+    assert ea.loss.ea and ea.loss.granularity == "sequence" and ea.loss.kd_ratio == 1.0

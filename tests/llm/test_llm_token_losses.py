@@ -52,10 +52,12 @@ def test_jsd_edges_are_exact_forward_and_reverse_kl():
     fkl = build_loss("forward_kl").per_item_loss(zs, zt)
     rkl = build_loss("reverse_kl").per_item_loss(zs, zt)
     for weighting in ("interpolate", "gkd"):
-        torch.testing.assert_close(build_loss("jsd", beta=0.0, weighting=weighting)
-                                   .per_item_loss(zs, zt), fkl)  # fmt: skip
-        torch.testing.assert_close(build_loss("jsd", beta=1.0, weighting=weighting)
-                                   .per_item_loss(zs, zt), rkl)  # fmt: skip
+        torch.testing.assert_close(
+            build_loss("jsd", beta=0.0, weighting=weighting).per_item_loss(zs, zt), fkl
+        )
+        torch.testing.assert_close(
+            build_loss("jsd", beta=1.0, weighting=weighting).per_item_loss(zs, zt), rkl
+        )
     # the default weighting is continuous at both ends (the gap shrinks ~linearly in beta)
     gaps = []
     for beta in (1e-2, 1e-4, 1e-6):

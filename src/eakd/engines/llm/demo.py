@@ -218,8 +218,10 @@ def run_demo(args: argparse.Namespace | None = None, settings: DemoSettings | No
     rows.insert(0, ("teacher SmolLM2-135M-Instruct (30 layers)", res, None))
 
     say("")
-    say(f"Rouge-L on {len(held)} held-out chatterbot pairs (sampled, top-k 0, top-p 1, T 1; "
-        f"mean +- std over seeds {s.seeds}; teacher: seed {s.seeds[0]})")  # fmt: skip
+    say(
+        f"Rouge-L on {len(held)} held-out chatterbot pairs (sampled, top-k 0, top-p 1, T 1; "
+        f"mean +- std over seeds {s.seeds}; teacher: seed {s.seeds[0]})"
+    )
     say(f"{'model':45s} {'Rouge-L':>16s} {'train s':>8s}")
     for name, res, seconds in rows:
         score = f"{res['mean']:6.2f} +- {res['std']:4.2f}"

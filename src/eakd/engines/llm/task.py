@@ -177,9 +177,15 @@ class DistillationObjective(nn.Module):
         else:  # SFT through the chunked CE: the "teacher" is the student itself, weight 0
             t_hidden, w_t, b_t = hidden.detach(), w_s.detach(), b_s
         loss = self.chunked(
-            hidden, w_s, t_hidden, w_t, target,
-            student_bias=b_s, teacher_bias=b_t, num_items=denom,
-        )  # fmt: skip
+            hidden,
+            w_s,
+            t_hidden,
+            w_t,
+            target,
+            student_bias=b_s,
+            teacher_bias=b_t,
+            num_items=denom,
+        )
         terms = self.chunked.last_terms
         return {
             "loss": loss,

@@ -70,9 +70,7 @@ def build_models(cfg: LLMConfig, need_teacher: bool = True):
         teacher = load_causal_lm(m.teacher, m.teacher_gguf_file, m.teacher_dtype, "teacher")
         _drop_gguf_quantization(teacher)
     if m.student_layers is not None:
-        student = layer_subset_student(teacher, m.student_layers).to(
-            getattr(torch, m.dtype)
-        )  # fmt: skip
+        student = layer_subset_student(teacher, m.student_layers).to(getattr(torch, m.dtype))
         tok_path, tok_gguf = m.tokenizer or m.teacher, None if m.tokenizer else m.teacher_gguf_file
     else:
         if m.student is None:
@@ -275,8 +273,11 @@ def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bo
                 row = {"step": state["step"], "epoch": epoch + 1, **logs}
                 row.update(lr=scheduler.get_last_lr()[0], seconds=time.time() - started)
                 state["history"].append(row)
-                say(json.dumps({k: round(v, 5) if isinstance(v, float) else v
-                                for k, v in row.items()}))  # fmt: skip
+                say(
+                    json.dumps(
+                        {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+                    )
+                )
             if t.save_every_steps and state["step"] % t.save_every_steps == 0:
                 save(state["step"])
             if state["step"] >= total_steps:
@@ -285,8 +286,9 @@ def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bo
         if epoch_done and t.select_best and valid_set and acc.is_main_process:
             model = acc.unwrap_model(wrapper).model
             subset = valid_set[: t.valid_max_examples] if t.valid_max_examples else valid_set
-            score = evaluate_rouge(model, tokenizer, {"valid": subset}, cfg.eval,
-                                   seeds=t.valid_seeds)["average"]  # fmt: skip
+            score = evaluate_rouge(
+                model, tokenizer, {"valid": subset}, cfg.eval, seeds=t.valid_seeds
+            )["average"]
             say(f"epoch {epoch + 1}: validation Rouge-L {score:.2f}")
             if state["best"] is None or score > state["best"]["rouge_l"]:
                 state["best"] = {"step": state["step"], "rouge_l": score}

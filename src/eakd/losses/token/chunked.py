@@ -386,10 +386,20 @@ class ChunkedTokenDistillation(nn.Module):
         if self.ce_weight and labels is None:
             raise ValueError("ce_weight > 0 needs labels (the hard targets of the CE term)")
         plan = _Plan(
-            self.spec, self.ea, self.granularity, self.entropy_temperature, h_ub, self.kind,
-            self.chunk_size, chunks, segments, denom, self.kd_weight, self.ce_weight,
+            self.spec,
+            self.ea,
+            self.granularity,
+            self.entropy_temperature,
+            h_ub,
+            self.kind,
+            self.chunk_size,
+            chunks,
+            segments,
+            denom,
+            self.kd_weight,
+            self.ce_weight,
             labels.reshape(-1).clamp_min(0) if labels is not None else None,
-        )  # fmt: skip
+        )
         hs = student_hidden.reshape(-1, student_hidden.shape[-1])
         ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
         wt = teacher_weight.detach()

@@ -121,9 +121,12 @@ class TokenDivergenceLoss(DistillationLoss):
 
     def per_item_loss(self, student_logits, teacher_logits, target=None):
         return token_divergence(
-            student_logits, teacher_logits, target, divergence=self.spec,
+            student_logits,
+            teacher_logits,
+            target,
+            divergence=self.spec,
             ignore_index=self.ignore_index,
-        )[0]  # fmt: skip
+        )[0]
 
     def per_item_with_entropies(self, student_logits, teacher_logits, target, entropy_temperature):
         return token_divergence(
