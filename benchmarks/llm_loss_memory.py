@@ -98,6 +98,18 @@ def worker(mode: str, n: int, h: int, v: int, chunk: int, repeats: int) -> dict:
     return {k: statistics.median(t) for k, t in times.items()} | {"full": full}
 
 
+def available_mb() -> float:
+    """``MemAvailable`` from /proc/meminfo (inf where unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("inf")
+
+
 def run_worker(*args) -> dict:
     cmd = [sys.executable, __file__, "--worker", *map(str, args)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -109,8 +121,11 @@ def run_worker(*args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small case (1024, 256, 16384)")
-    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--chunk-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--case", type=int, action="append", help="run only these cases (0, 1) of the full list"
+    )
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -125,7 +140,16 @@ def main() -> None:
         f"{'(B*T, H, V)':>22} {'full peak MB':>13} {'chunked MB':>11} {'ratio':>6} "
         f"{'above inputs':>13} {'ratio':>6} {'t full':>7} {'t no-EA':>8} {'t EA':>7} {'EA/noEA':>8}"
     )
-    for n, h, v in QUICK if args.quick else CASES:
+    cases = QUICK if args.quick else [CASES[i] for i in (args.case or range(len(CASES)))]
+    for n, h, v in cases:
+        # the full path holds about nine (B*T, V) float32 tensors at its peak
+        need = 9 * n * v * 4 / 2**20 + 1024
+        if need > available_mb():
+            print(
+                f"{(n, h, v)!s:>22} skipped: the full path needs ~{need:.0f} MB, "
+                f"{available_mb():.0f} MB available"
+            )
+            continue
         full = run_worker("memory-full", n, h, v, args.chunk_size, 1)
         chunk = run_worker("memory-chunked", n, h, v, args.chunk_size, 1)
         t = run_worker("time", n, h, v, args.chunk_size, args.repeats)

@@ -239,3 +239,13 @@ def test_shipped_llm_configs_bind_strictly():
         assert cfg.train.mixed_precision == "no" and cfg.eval.seeds == [10, 20, 30, 40, 50]
     ea = bind_config(load_config(root / "dolly" / "ea_kd" / "gpt2-xl_gpt2.yaml"))
     assert ea.loss.ea and ea.loss.granularity == "sequence" and ea.loss.kd_ratio == 1.0
+
+
+def test_student_cut_from_teacher_layers_trains_with_full_logits(tiny_models, dolly_file, tmp_path):
+    cfg = _config(tiny_models, dolly_file, tmp_path / "cut", max_steps=1, save_every_steps=None)
+    cfg["model"] = {"teacher": str(tiny_models["teacher"]), "student_layers": [0, 2]}
+    cfg["loss"].update(chunk_size=None, kd_ratio=0.5, divergence="skew_reverse_kl")
+    result = train(cfg, quiet=True)
+    assert result["steps"] == 1 and result["history"][0]["ce"] > 0
+    model = load_causal_lm(tmp_path / "cut" / "final")
+    assert model.config.num_hidden_layers == 2

@@ -40,12 +40,14 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 @dataclass
 class DemoSettings:
-    train_pairs: int = 192
+    train_pairs: int = 160
     held_out: int = 40
     epochs: int = 2
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 3e-4
-    student_layers: list[int] = field(default_factory=lambda: [0, 1, 14, 28, 29])
+    # the first three and last three of the teacher's 30 layers (cross-entropy of the cut model
+    # before training ~12 nats on these answers, against 3.6 for the teacher)
+    student_layers: list[int] = field(default_factory=lambda: [0, 1, 2, 27, 28, 29])
     kd_ratio: float = 0.5
     entropy_temperature: float = 1.0
     seeds: list[int] = field(default_factory=lambda: [10, 20])
