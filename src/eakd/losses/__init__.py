@@ -1,6 +1,6 @@
 """Distillation losses, each computed per item and registered by name."""
 
-from . import logit, token
+from . import feature, logit, token
 from .base import DistillationLoss
 from .logit import *  # noqa: F403
 from .logit import __all__ as _logit_all
@@ -10,6 +10,7 @@ __all__ = [
     "LOSSES",
     "DistillationLoss",
     "build_loss",
+    "feature",
     "list_losses",
     "logit",
     "register_loss",
