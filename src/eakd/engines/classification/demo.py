@@ -50,15 +50,15 @@ DEMO_DATASETS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {
         "data": {
             "name": "fashion_mnist",
-            "batch_size": 256,
+            "batch_size": 128,
             "test_batch_size": 1000,
             "num_workers": 0,
-            "augment": "default",
-            "options": {"subset": 10000, "seed": 0},
+            "augment": "none",
+            "options": {"subset": 6000, "seed": 42},
         },
         "teacher": {"name": "cnn2d_w16"},
         "student": {"name": "cnn2d_w4"},
-        "teacher_epochs": 10,
+        "teacher_epochs": 15,
         "student_epochs": 10,
         "lr": 0.05,
     },
@@ -87,6 +87,7 @@ def demo_config(dataset: str, out: Path, role: str, teacher_ckpt: str | None = N
         "optim": {
             "lr": spec["lr"],
             "momentum": 0.9,
+            "nesterov": True,
             "weight_decay": 5e-4,
             "schedule": "cosine",
             "milestones": [],
