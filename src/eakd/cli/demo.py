@@ -23,4 +23,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(run_core())
         return 0
-    raise SystemExit(f"eakd demo: the {args.task} demo is not available in this build")
+    if args.task == "llm":
+        from ..engines.llm.demo import run_demo
+    elif args.task == "detection":
+        from ..engines.detection.demo import run_demo
+    else:
+        from ..engines.classification.demo import run_demo
+    return run_demo(args)
