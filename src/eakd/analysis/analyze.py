@@ -177,6 +177,9 @@ def analyze(
     if bad:
         raise ValueError(f"unknown figure(s) {bad}; choose from {', '.join(FIGURES)}")
 
+    from .plots import require_matplotlib
+
+    require_matplotlib()  # before any work: every figure needs it
     runs = _without_teachers(find_runs(list(paths)), opts.teacher)
     out = Path(out_dir) if out_dir is not None else Path(paths[0]) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +222,13 @@ def write_demo_figures(
     15 x 15 landscape on 256 samples unless told otherwise).
     """
     opts = AnalysisOptions(teacher=str(teacher) if teacher is not None else None)
+    try:
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    except ImportError as exc:  # the demo's numbers stand without the figures
+        (progress or print)(f"no figures: {exc}")
+        return []
     return analyze([sweep_dir], out_dir, None, opts, progress, **{**DEMO_OPTIONS, **options}).paths
 
 
@@ -561,10 +571,8 @@ def _tsne(ctx: _Context, path: Path):
     try:
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the t-SNE figure needs scikit-learn: pip install 'eakd[analysis]'"
-        ) from exc
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise SkipFigure("t-SNE needs scikit-learn: pip install 'eakd[analysis]'") from None
     opts = ctx.opts
     groups = ctx.students()
     first = ctx.student_outputs(groups[0].representative)
@@ -917,10 +925,18 @@ _DRAW = {
 def _report(ctx: _Context, results: list[FigureResult]) -> str:
     lines = ["# EA-KD analysis", ""]
     rows = []
+    known_teacher = next(
+        (
+            v
+            for r in ctx.runs
+            if (v := r.metric("teacher_top1")) is not None and ctx.key == data_key(r)
+        ),
+        None,
+    )
     for g in ctx.groups:
         best = [v for r in g.runs if (v := r.metric("best_top1")) is not None]
         last = [v for r in g.runs if (v := r.metric("last_top1")) is not None]
-        teach = g.representative.metric("teacher_top1")
+        teach = g.representative.metric("teacher_top1") or known_teacher
         rows.append(
             [
                 g.label,
@@ -936,6 +952,13 @@ def _report(ctx: _Context, results: list[FigureResult]) -> str:
             ["variant", "seeds", "best top-1 (%)", "last top-1 (%)", "teacher (%)", "runs"], rows
         )
     )
+    other = [g.label for g in ctx.groups if g not in ctx.students()]
+    if other:
+        lines += [
+            "",
+            f"Trained on other data than {ctx.main.path.name} and left out of the per-sample "
+            f"figures: {', '.join(other)}.",
+        ]
     if getattr(ctx, "teacher_source", None):
         lines += ["", f"Teacher: {ctx.teacher_source}."]
     elif ctx._teacher_error:
