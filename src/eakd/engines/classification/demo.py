@@ -98,7 +98,7 @@ def demo_config(dataset: str, out: Path, role: str, teacher_ckpt: str | None = N
             "progress": False,
             "threads": 1,
         },
-        "log": {"tensorboard": False},
+        "log": {"tensorboard": False, "entropy_bins": 1024},
     }
     if teacher:
         cfg.pop("teacher")
@@ -204,15 +204,24 @@ def format_demo_table(rows: list[dict[str, Any]], teacher_top1: float) -> str:
     return "\n".join(lines)
 
 
+#: The demo draws the figures its runs support within its time budget; the loss landscape
+#: (about a minute of forward passes on 2 cores) is left to ``eakd analyze``.
+DEMO_FIGURES = ("loss_share", "segments", "entropy_boxes", "tsne", "time")
+
+
 def _figures(sweep_dir: Path, out: Path) -> None:
     try:
-        from ...analysis import write_demo_figures
+        from ...analysis.analyze import DEMO_OPTIONS, analyze
     except ImportError:
         print("(figures: install the analysis extra, pip install 'eakd[analysis]')")
         return
-    paths = write_demo_figures(sweep_dir, out / "figures")
-    if paths:
-        print(f"figures: {out / 'figures'} ({len(paths)} files)")
+    fig_dir = out / "figures"
+    report = analyze(
+        [sweep_dir], fig_dir, DEMO_FIGURES, None, None, **{**DEMO_OPTIONS, "tsne_points": 500}
+    )
+    names = ", ".join(p.name for p in report.paths if p.suffix == ".png")
+    print(f"figures: {fig_dir} ({names}; numbers in report.md)")
+    print(f"all figures, the loss landscape included: eakd analyze {sweep_dir}")
 
 
 def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
