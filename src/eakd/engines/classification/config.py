@@ -125,7 +125,7 @@ class LogConfig:
     tensorboard: bool = True
     diagnostics: bool = True
     test_entropies: bool = True
-    entropy_bins: int = 64
+    entropy_bins: int = 1024
 
 
 @dataclass
