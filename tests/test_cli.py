@@ -1,0 +1,71 @@
+"""The ``eakd`` command: help, list, the core demo, and user-facing errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eakd.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train", "eval", "sweep", "list"):
+        assert cmd in out
+
+
+def test_list_losses_and_models(capsys):
+    assert main(["list", "losses"]) == 0
+    out = capsys.readouterr().out
+    assert "dkd" in out and "mld_class" in out
+    assert main(["list", "models"]) == 0
+    assert "resnet32x4" in capsys.readouterr().out
+    assert main(["list", "configs"]) == 0
+    assert "configs/cifar100/ea_dkd/resnet32x4_resnet8x4.yaml" in capsys.readouterr().out
+
+
+def test_core_demo_prints_the_quartile_table(capsys):
+    assert main(["demo", "--task", "core"]) == 0
+    out = capsys.readouterr().out
+    assert "| Q4 |" in out and "EA-KD loss share" in out
+
+
+def test_config_errors_are_reported_without_traceback(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("# eakd train bad.yaml\nmethod:\n  name: vanilla\noptim:\n  lrr: 0.1\n")
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'lrr' in config.optim (did you mean 'lr'?)" in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_missing_dataset_names_the_layout(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "method: {name: vanilla}\nstudent: {name: resnet8}\n"
+        f"data: {{name: cifar100, root: {tmp_path / 'nowhere'}}}\n"
+        f"output_dir: {tmp_path / 'runs'}\n"
+    )
+    assert main(["train", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-100-python" in err and "never downloads" in err
+
+
+def test_console_script_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "eakd.cli", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("eakd ")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*/*/*.yaml"))[:1]
+)
+def test_config_overrides_are_validated(path, capsys):
+    assert main(["train", str(path), "optim.momentum=fast"]) == 2
+    assert "config.optim.momentum must be a number" in capsys.readouterr().err
