@@ -46,7 +46,7 @@ class DemoSettings:
     fashion_mnist: bool | None = None
     batch_size: int = 8
     teacher_iters: int = 700
-    student_iters: int = 400
+    student_iters: int = 500
     teacher_lr: float = 0.04
     student_lr: float = 0.04
     kd_temperature: float = 1.0
