@@ -36,6 +36,7 @@ format: setup
 bench: setup
 	$(PY) benchmarks/loss_overhead.py
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/feature_step_overhead.py
 	$(PY) benchmarks/llm_loss_memory.py --quick
 
 clean:
