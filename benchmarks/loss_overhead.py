@@ -57,7 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sizes", default="64x100,512x1000,4096x1000")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ea_kd = EntropyAdaptive(build_loss("kd", temperature=4.0), temperature=3.0)
     ea_dkd = EntropyAdaptive(build_loss("dkd", alpha=1.0, beta=8.0, temperature=4.0))

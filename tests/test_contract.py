@@ -7,8 +7,11 @@ import torch
 
 import eakd
 from eakd import EntropyAdaptive, build_loss, list_losses
+from eakd.losses import LOSSES
 
-ALL = list_losses()
+# Feature losses (input_kind "features" / "models") take features or models, not logits: they
+# have their own tests (tests/feature).
+ALL = [n for n in list_losses() if getattr(LOSSES.get(n), "input_kind", "logits") == "logits"]
 
 
 def _inputs(name, shape=(6, 11), dtype=torch.float32, scale=2.0):

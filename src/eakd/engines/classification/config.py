@@ -17,8 +17,9 @@ __all__ = [
     "TrainConfig",
 ]
 
-#: Training methods: ``vanilla`` (CE only, e.g. a teacher) or a registered logit loss.
-METHODS = ("vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm")
+#: Training methods: ``vanilla`` (CE only, e.g. a teacher) or a registered loss (logit losses,
+#: and the feature methods ``reviewkd`` and ``fcfd``).
+METHODS = ("vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm", "reviewkd", "fcfd")
 
 
 @dataclass
@@ -53,9 +54,14 @@ class MethodConfig:
     For MLD, ``mld_official`` reproduces the released code (confidence masks as batch-mean
     factors, the strong view's T = 2 and 6 terms taken from the weak logits, class/batch
     consistency on the weak view only); ``False`` follows the MLD paper.
+
+    Feature methods build their loss from the two models, ``loss`` holding the other keyword
+    arguments: ``reviewkd`` (``kd_weight`` = lambda_R, ``warmup_epochs`` = 20 on CIFAR) and
+    ``fcfd`` (its KL/L2 weights, the L2 warm-up and ``ea_targets`` live in ``loss``; keep
+    ``kd_weight`` 1 and ``warmup_epochs`` 0, and set ``optim.nesterov``).
     """
 
-    name: Literal["vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm"] = "kd"
+    name: Literal["vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm", "reviewkd", "fcfd"] = "kd"
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     warmup_epochs: int = 0
@@ -119,7 +125,7 @@ class LogConfig:
     tensorboard: bool = True
     diagnostics: bool = True
     test_entropies: bool = True
-    entropy_bins: int = 64
+    entropy_bins: int = 1024
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The classification task: the objective of every method, with and without EA.
 
 ``task(batch) -> {"loss", "logits", named terms}``. The teacher is frozen and kept in eval mode;
-modules the optimiser must see (CTKD's temperature) come from :meth:`trainable_parameters`.
+modules the optimiser must see (CTKD's temperature, ReviewKD's ABF, FCFD's bridges) come from
+:meth:`trainable_parameters`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from torch import nn
 
 from ...adaptive import EntropyAdaptive
 from ...core.entropy import entropy
+from ...losses.feature import FCFDLoss
 from ...losses.registry import build_loss
 from .config import EAConfig, MethodConfig
 
-__all__ = ["ClassificationTask", "ea_settings", "logits_of"]
+__all__ = ["FEATURE_METHODS", "ClassificationTask", "ea_settings", "logits_of"]
+
+#: Methods whose loss is built from the two models (features, stages) rather than logits.
+FEATURE_METHODS = ("reviewkd", "fcfd")
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -39,7 +44,7 @@ def ea_settings(method: MethodConfig, ea: EAConfig, num_classes: int) -> dict[st
     if ea.preset == "official":
         if method.name in ("kd", "dkd"):
             kw["max_entropy"] = math.log(1000.0) if num_classes >= 1000 else 100.0
-        if method.name == "mld":
+        if method.name in ("mld", "reviewkd"):
             kw["max_entropy"] = math.log(100.0)
         if method.name in ("dkd", "mld"):
             kw["temperature"] = 3.0
@@ -79,6 +84,7 @@ class ClassificationTask(nn.Module):
         self.num_classes = num_classes
         self.epoch = 1
         self.distill: nn.Module | None = None
+        self.weighting: nn.Module | None = None  # FCFD: EA over its ea_targets terms
         self.class_term = self.batch_term = None
         self.ea_enabled = ea.enabled
         self.ea_temperature = ea_settings(method, ea, num_classes)["temperature"]
@@ -98,11 +104,16 @@ class ClassificationTask(nn.Module):
             batch_kw = {"temperatures": loss_kw["temperatures"], "confidence_mask": mode}
             self.class_term = build_loss("mld_class", **batch_kw)
             self.batch_term = build_loss("mld_batch", **batch_kw)
+        elif method.name in FEATURE_METHODS:
+            self.distill = build_loss(method.name, student=student, teacher=teacher, **loss_kw)
         else:
             self.distill = build_loss(method.name, **loss_kw)
         if ea.enabled:
             kw = ea_settings(method, ea, num_classes)
-            self.distill = EntropyAdaptive(self.distill, **kw)
+            if method.name == "fcfd":  # FCFD weights the terms named in its ea_targets itself
+                self.weighting = FCFDLoss.entropy_adaptive(**kw)
+            else:
+                self.distill = EntropyAdaptive(self.distill, **kw)
             if method.name == "mld":
                 self.distill_strong = EntropyAdaptive(self.distill_strong, **kw)
                 if self.distill_strong_extra is not None:
@@ -188,16 +199,18 @@ class ClassificationTask(nn.Module):
         }
 
     # -- the objective -------------------------------------------------------------------
-    def _distill(self, loss, s, t, y):
-        """One (possibly EA-weighted) distillation term; records its per-item statistics."""
+    def _distill(self, loss, s, t, y, logits=None):
+        """One (possibly EA-weighted) distillation term; records its per-item statistics.
+        ``logits``: the (student, teacher) logits when ``s``, ``t`` are features."""
+        zs, zt = logits if logits is not None else (s, t)
         if isinstance(loss, EntropyAdaptive):
-            value = loss(s, t, y)
+            value = loss(s, t, y) if logits is None else loss(s, t, y, logits=logits)
             st = loss.last_stats
-            self._record(s, t, st.per_item, st.weights, st.student_entropy, st.teacher_entropy)
+            self._record(zs, zt, st.per_item, st.weights, st.student_entropy, st.teacher_entropy)
             return value
         if loss.per_item:
             per = loss(s, t, y, reduction="none")
-            self._record(s, t, per, torch.ones_like(per, dtype=torch.float32))
+            self._record(zs, zt, per, torch.ones_like(per, dtype=torch.float32))
             return per.mean()
         return loss(s, t, y)
 
@@ -216,21 +229,48 @@ class ClassificationTask(nn.Module):
     def forward(self, batch: tuple[Any, ...]) -> dict[str, torch.Tensor]:
         if self.method.name == "mld":
             return self._forward_mld(*batch)
+        if self.method.name == "fcfd":
+            return self._forward_fcfd(*batch)
         x, y = batch
-        s = logits_of(self.student(x))
+        s_out = self.student(x)
+        s = logits_of(s_out)
         self._check_classes(s, "student")
         ce = F.cross_entropy(s, y)
         out = {"logits": s, "ce": ce}
         if self.distill is None:
             out["loss"] = ce
             return out
-        t = self._teacher_logits(x)
-        self._check_classes(t, "teacher")
-        kd = self._distill(self.distill, s, t, y)
+        if self.method.name == "reviewkd":
+            with torch.no_grad():
+                t, t_feats = self.teacher(x)
+            t = t.detach()
+            self._check_classes(t, "teacher")
+            kd = self._distill(self.distill, s_out[1], t_feats, y, logits=(s, t))
+        else:
+            t = self._teacher_logits(x)
+            self._check_classes(t, "teacher")
+            kd = self._distill(self.distill, s, t, y)
         scale = self.method.kd_weight * self.warmup_factor()
         out["kd"] = kd
         out["loss"] = self.method.ce_weight * ce + scale * kd
         return out
+
+    def _forward_fcfd(self, x, y):
+        """FCFD (ICLR 2023): the loss runs the student, teacher and mixed paths itself."""
+        res = self.distill(x, y, weighting=self.weighting)
+        s, t = res.student_logits, res.teacher_logits
+        self._check_classes(s, "student")
+        self._check_classes(t, "teacher")
+        if self.weighting is not None:
+            st = self.weighting.last_stats
+            self._record(s, t, st.per_item, st.weights, st.student_entropy, st.teacher_entropy)
+        else:
+            self._record(s, t, res.per_item, torch.ones_like(res.per_item, dtype=torch.float32))
+        ce = F.cross_entropy(s, y)
+        scale = self.method.kd_weight * self.warmup_factor()
+        loss = self.method.ce_weight * ce + scale * res.loss
+        terms = {f"fcfd_{k}": v for k, v in res.terms.items()}
+        return {"logits": s, "ce": ce, "kd": res.loss, **terms, "loss": loss}
 
     def _forward_mld(self, weak, strong, y):
         """MLD (CVPR 2023) over a weak and a strong view; see ``MethodConfig.mld_official``."""

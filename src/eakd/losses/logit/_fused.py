@@ -53,40 +53,33 @@ def _shifted_entropy(v: torch.Tensor) -> torch.Tensor:
     return _entropy(v, p, lse)
 
 
-#: Below this many logits per side, op dispatch dominates memory traffic: KD then runs on
-#: student and teacher stacked together, at every temperature at once (fewer, larger ops).
+#: Below this many logits per side, op dispatch dominates memory traffic: KD then uses the
+#: usual autograd graph, and the entropies one stacked no-grad pass (see ``_kd_small``).
 STACK_BELOW = 1 << 16
 
-_INV_TEMPS: dict[tuple[float, float, torch.device], torch.Tensor] = {}
 
+def _kd_small(s, t, temperature, entropy_temperature):
+    """KD for small inputs, where op dispatch (not memory traffic) is the cost.
 
-def _inv_temperatures(temps: tuple[float, ...], device: torch.device) -> torch.Tensor:
-    key = (*temps, device)
-    inv = _INV_TEMPS.get(key)
-    if inv is None:
-        inv = torch.tensor([1.0 / k for k in temps], device=device).view(-1, 1, 1, 1)
-        inv = _INV_TEMPS.setdefault(key, inv)
-    return inv
-
-
-def _kd_stacked(s, t, temperature, entropy_temperature):
-    """KD on ``stack(s, t)``: one ``log_softmax`` for both sides and both temperatures.
-
-    ``H = sum_c entr(p_c)`` per slice; ``KL(p_t || q_s) = sum_c p_t (log p_t - log q_s)`` at
-    ``T`` (a teacher logit of -inf then gives NaN and is reported, as on the large path).
+    The student side is exactly the usual autograd graph (``log_softmax`` + ``kl_div``), so KD
+    costs what plain KD costs; the entropies come from one no-grad ``log_softmax`` over student
+    and teacher stacked together (or from the KD softmaxes when ``T' == T``).
     """
-    x = torch.stack((s.float(), t.float()))
-    temps = (temperature,)
-    if entropy_temperature is not None and entropy_temperature != temperature:
-        temps = (entropy_temperature, temperature)
-    lp = torch.log_softmax(x.unsqueeze(0) * _inv_temperatures(temps, x.device), -1)
-    p = lp.exp()
-    q, pt = p[-1].unbind(0)
-    kl = (lp[-1, 1] - lp[-1, 0]).mul_(pt).sum(-1)
-    if entropy_temperature is None:
-        return kl, q - pt, (None, None)
-    hs, ht = torch.special.entr(p[0]).sum(-1).clamp_(0.0, math.log(x.shape[-1])).unbind(0)
-    return kl, q - pt, (hs, ht)
+    inv_t = 1.0 / temperature
+    log_q = torch.log_softmax(s.float() * inv_t, -1)
+    hs = ht = None
+    with torch.no_grad():
+        log_p = torch.log_softmax(t.float() * inv_t, -1)
+        if entropy_temperature is not None:
+            if entropy_temperature == temperature:
+                lp = torch.stack((log_q.detach(), log_p))
+            else:
+                x = torch.stack((s.detach().float(), t.float()))
+                lp = torch.log_softmax(x * (1.0 / entropy_temperature), -1)
+            h = torch.special.entr(lp.exp()).sum(-1).clamp_(0.0, math.log(s.shape[-1]))
+            hs, ht = h.unbind(0)
+    kl = torch.kl_div(log_q, log_p, reduction=0, log_target=True).sum(-1)
+    return kl.mul(temperature * temperature), hs, ht
 
 
 def _kd_separate(s, t, temperature, entropy_temperature):
@@ -112,8 +105,7 @@ class _KDRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, temperature, entropy_temperature):
-        impl = _kd_stacked if s.numel() < STACK_BELOW else _kd_separate
-        kl, grad, (hs, ht) = impl(s, t, temperature, entropy_temperature)
+        kl, grad, (hs, ht) = _kd_separate(s, t, temperature, entropy_temperature)
         ctx.save_for_backward(grad)  # d(T^2 KL)/ds = T (q - p); T is applied in backward
         ctx.temperature, ctx.s_dtype = temperature, s.dtype
         out = kl.clamp_min_(0.0).mul_(temperature * temperature)
@@ -132,6 +124,8 @@ def kd_rows(
     s: torch.Tensor, t: torch.Tensor, temperature: float, entropy_temperature: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """KD on 2-D logits: ``(loss (N,), H_S, H_T)``; entropies are ``None`` if not asked."""
+    if s.numel() < STACK_BELOW:
+        return _kd_small(s, t.detach(), float(temperature), entropy_temperature)
     return _KDRows.apply(s, t.detach(), float(temperature), entropy_temperature)
 
 

@@ -1,0 +1,58 @@
+"""LLM distillation engine on Hugging Face ``transformers`` and Accelerate (``pip install
+'eakd[llm]'``): Dolly-format data, the distillation objective (full-logit or chunked), one
+training loop with checkpoints and resume, and Rouge-L evaluation over seeds."""
+
+from .config import DataConfig, EvalConfig, LLMConfig, LossConfig, ModelConfig, TrainConfig
+from .data import (
+    Example,
+    build_prompt,
+    collate_generation,
+    collate_train,
+    encode_example,
+    load_instructions,
+    split_holdout,
+)
+from .evaluate import GenerationConfig, evaluate_rouge, generate_responses, rouge_l
+from .models import (
+    CausalLMHidden,
+    check_same_vocabulary,
+    layer_subset_student,
+    load_causal_lm,
+    load_tokenizer,
+)
+from .task import DistillationObjective, ObjectiveConfig, count_items
+from .train import build_models, evaluate, format_table, latest_checkpoint, load_data, train
+
+__all__ = [
+    "CausalLMHidden",
+    "DataConfig",
+    "DistillationObjective",
+    "EvalConfig",
+    "Example",
+    "GenerationConfig",
+    "LLMConfig",
+    "LossConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "build_models",
+    "build_prompt",
+    "check_same_vocabulary",
+    "collate_generation",
+    "collate_train",
+    "count_items",
+    "encode_example",
+    "evaluate",
+    "evaluate_rouge",
+    "format_table",
+    "generate_responses",
+    "latest_checkpoint",
+    "layer_subset_student",
+    "load_causal_lm",
+    "load_data",
+    "load_instructions",
+    "load_tokenizer",
+    "rouge_l",
+    "split_holdout",
+    "train",
+]

@@ -1,0 +1,195 @@
+"""The LLM distillation objective for one micro-batch: ``kd_ratio * distill + (1 - kd_ratio) * CE``.
+
+Two interchangeable paths compute the distillation term:
+
+* full logits (``chunk_size=None``): the models' logits ``(B, T, V)``, a registered token loss
+  (:mod:`eakd.losses.token`) wrapped in :class:`eakd.EntropyAdaptive` for EA;
+* chunked (``chunk_size=int``): the final hidden states and both ``lm_head`` weights go to
+  :class:`eakd.losses.token.ChunkedTokenDistillation`, which never materialises the logits.
+
+Both use labels shifted once (position ``t`` predicts token ``t + 1``), a token mean over the
+response tokens of the micro-batch or over ``num_items`` (the valid-token count of the whole
+accumulated / data-parallel batch), and float32 entropies and divergences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...adaptive import EntropyAdaptive
+from ...losses import build_loss
+from ...losses.token import ChunkedTokenDistillation
+from .data import IGNORE_INDEX
+from .models import CausalLMHidden, check_same_vocabulary, chunked_head
+
+__all__ = ["DistillationObjective", "ObjectiveConfig", "count_items"]
+
+
+@dataclass
+class ObjectiveConfig:
+    """The training objective (``loss:`` section of an LLM config).
+
+    ``divergence`` is a registered token loss and ``params`` its hyper-parameters (``beta``,
+    ``weighting``, ``alpha``, ``form``). ``kd_ratio`` weighs distillation against the
+    ground-truth CE (DistiLLM: 1.0; MiniLLM's KD: 0.5; 0.0 is plain SFT, no teacher needed).
+    EA: ``ea`` switches it on; ``granularity`` ``sequence`` (EA-KD's sequence-level weight,
+    METHODS 11.3 A) or ``token``; ``entropy_temperature`` is ``T'``; ``max_entropy`` defaults to
+    ``log V``. ``chunk_size`` selects the memory-flat path (``null``: full logits).
+    """
+
+    divergence: str = "forward_kl"
+    params: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+    kd_ratio: float = 1.0
+    ea: bool = False
+    granularity: str = "sequence"
+    entropy_temperature: float = 1.0
+    max_entropy: float | None = None
+    kind: str = "ea"
+    chunk_size: int | None = None
+
+
+def count_items(labels: torch.Tensor) -> torch.Tensor:
+    """Number of predicted tokens in a batch: ``labels[:, 1:] != -100`` (labels are shifted)."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
+class DistillationObjective(nn.Module):
+    """Computes the loss of one micro-batch; the teacher is frozen and kept in eval mode.
+
+    Args:
+        student: a causal LM, or a :class:`CausalLMHidden` wrapper (possibly DDP-wrapped).
+        teacher: a causal LM sharing the student's vocabulary, or ``None`` when
+            ``kd_ratio == 0`` (SFT).
+        config: :class:`ObjectiveConfig`.
+
+    ``forward(batch, num_items=None)`` returns ``{"loss", "distill", "ce", "tokens"}`` (the last
+    three detached, for logging).
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, config: ObjectiveConfig):
+        super().__init__()
+        if not 0.0 <= config.kd_ratio <= 1.0:
+            raise ValueError(f"loss.kd_ratio must be in [0, 1], got {config.kd_ratio}")
+        if config.granularity not in ("token", "sequence"):
+            raise ValueError(
+                f"loss.granularity must be 'token' or 'sequence', got {config.granularity!r}"
+            )
+        self.config = config
+        self.student = student if isinstance(student, CausalLMHidden) else CausalLMHidden(student)
+        self.teacher = teacher
+        if config.kd_ratio > 0:
+            if teacher is None:
+                raise ValueError("loss.kd_ratio > 0 needs a teacher model (model.teacher)")
+            check_same_vocabulary(self._inner(), teacher)
+            teacher.eval()
+            teacher.requires_grad_(False)
+        kw = {"temperature": config.temperature, **config.params}
+        if config.chunk_size is not None:
+            self.chunked = ChunkedTokenDistillation(
+                config.divergence,
+                ea=config.ea,
+                granularity=config.granularity,
+                entropy_temperature=config.entropy_temperature,
+                max_entropy=config.max_entropy,
+                kind=config.kind,
+                chunk_size=config.chunk_size,
+                kd_weight=config.kd_ratio,
+                ce_weight=1.0 - config.kd_ratio,
+                **kw,
+            )
+            chunked_head(self._inner())
+            if teacher is not None and config.kd_ratio > 0:
+                chunked_head(teacher)
+        else:
+            self.chunked = None
+            loss = build_loss(config.divergence, **kw)
+            self.divergence = (
+                EntropyAdaptive(
+                    loss,
+                    temperature=config.entropy_temperature,
+                    max_entropy=config.max_entropy,
+                    kind=config.kind,
+                    granularity="item" if config.granularity == "token" else "sequence",
+                )
+                if config.ea
+                else loss
+            )
+
+    def _inner(self) -> nn.Module:
+        model = self.student
+        while hasattr(model, "module"):  # DDP / accelerate wrappers
+            model = model.module
+        return model.model
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], num_items: int | torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        target = labels[:, 1:]
+        denom = num_items if num_items is not None else count_items(labels).clamp_min(1)
+        if self.chunked is not None:
+            return self._chunked(ids, attn, target, denom)
+        kd = self.config.kd_ratio
+        logits = self.student(ids, attn)[:, :-1]
+        zero = torch.zeros((), device=logits.device)
+        ce = zero
+        if kd < 1:
+            ce = F.cross_entropy(
+                logits.float().reshape(-1, logits.shape[-1]),
+                target.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            ) / (denom if not isinstance(denom, torch.Tensor) else denom.float())
+        distill = zero
+        if kd > 0:
+            with torch.no_grad():
+                t_logits = self.teacher(input_ids=ids, attention_mask=attn).logits[:, :-1]
+            distill = self.divergence(logits, t_logits, target, num_items=denom)
+        loss = kd * distill + (1 - kd) * ce
+        return {
+            "loss": loss,
+            "distill": distill.detach().float(),
+            "ce": ce.detach().float(),
+            "tokens": torch.as_tensor(denom).detach(),
+        }
+
+    def _chunked(self, ids, attn, target, denom):
+        hidden = self.student(ids, attn, hidden_only=True)[:, :-1]
+        inner = self._inner()
+        w_s, b_s = chunked_head(inner)
+        if self.teacher is not None and self.config.kd_ratio > 0:
+            with torch.no_grad():
+                t_out = self.teacher.base_model(input_ids=ids, attention_mask=attn)
+                t_hidden = t_out.last_hidden_state[:, :-1]
+            w_t, b_t = chunked_head(self.teacher)
+        else:  # SFT through the chunked CE: the "teacher" is the student itself, weight 0
+            t_hidden, w_t, b_t = hidden.detach(), w_s.detach(), b_s
+        loss = self.chunked(
+            hidden,
+            w_s,
+            t_hidden,
+            w_t,
+            target,
+            student_bias=b_s,
+            teacher_bias=b_t,
+            num_items=denom,
+        )
+        terms = self.chunked.last_terms
+        return {
+            "loss": loss,
+            "distill": torch.tensor(terms.get("distill", 0.0)),
+            "ce": torch.tensor(terms.get("ce", 0.0)),
+            "tokens": torch.as_tensor(denom).detach(),
+        }

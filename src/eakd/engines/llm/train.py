@@ -1,0 +1,345 @@
+"""One training loop for LLM distillation (SFT, KD and its variants, EA-KD), on Accelerate.
+
+Reads top to bottom: models and data, optimiser and schedule, ``accelerator.prepare`` (so DDP,
+FSDP and DeepSpeed come from ``accelerate launch`` and its config), optional resume, then
+optimisation steps of ``gradient_accumulation_steps`` micro-batches each. The loss of every
+micro-batch is normalised by the valid-token count of the whole step (all micro-batches, all
+processes): ``num_items_in_batch``, so accumulation and data parallelism give the gradient of
+one big batch. Checkpoints hold the student in ``save_pretrained`` format (``model/``) and the
+optimiser / scheduler / RNG state (``state/``); each is written to a temporary folder and
+renamed into place. With ``select_best``, Rouge-L on the validation set after every epoch picks
+``<output_dir>/best`` (DistiLLM selects by validation Rouge-L); ``<output_dir>/final`` is the
+last model.
+
+Known limitation: the teacher is moved to the device as a whole (not sharded); with ZeRO-3 /
+FSDP the student is sharded but the teacher must fit on every device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils import atomic_write_text
+from .config import LLMConfig, bind_config
+from .data import collate_train, encode_example, load_instructions, split_holdout
+from .evaluate import evaluate_rouge
+from .models import (
+    CausalLMHidden,
+    check_same_vocabulary,
+    layer_subset_student,
+    load_causal_lm,
+    load_tokenizer,
+    transformers_offline,
+)
+from .task import DistillationObjective, count_items
+
+__all__ = ["build_models", "evaluate", "latest_checkpoint", "load_data", "train"]
+
+
+def _drop_gguf_quantization(model) -> None:
+    """A model dequantised from GGUF keeps a ``quantization_config`` that would make its
+    ``save_pretrained`` output look quantised; the weights are plain tensors, so drop it."""
+    qc = getattr(model.config, "quantization_config", None)
+    method = qc.get("quant_method") if isinstance(qc, dict) else getattr(qc, "quant_method", None)
+    if qc is not None and str(method).lower().endswith("gguf"):
+        del model.config.quantization_config
+        for attr in ("hf_quantizer", "quantization_method"):
+            if hasattr(model, attr):
+                with contextlib.suppress(AttributeError):
+                    setattr(model, attr, None)
+        model.is_quantized = False
+
+
+def build_models(cfg: LLMConfig, need_teacher: bool = True):
+    """``(tokenizer, student, teacher)`` from the ``model`` section (teacher ``None`` if not
+    needed). A vocabulary mismatch between the two is an error."""
+    m = cfg.model
+    teacher = None
+    if need_teacher or m.student_layers is not None:
+        if m.teacher is None:
+            raise ValueError("model.teacher is required (a local model folder) for distillation")
+        teacher = load_causal_lm(m.teacher, m.teacher_gguf_file, m.teacher_dtype, "teacher")
+        _drop_gguf_quantization(teacher)
+    if m.student_layers is not None:
+        student = layer_subset_student(teacher, m.student_layers).to(getattr(torch, m.dtype))
+        tok_path, tok_gguf = m.tokenizer or m.teacher, None if m.tokenizer else m.teacher_gguf_file
+    else:
+        if m.student is None:
+            raise ValueError("model.student is required (a local model folder)")
+        student = load_causal_lm(m.student, m.student_gguf_file, m.dtype, "student")
+        _drop_gguf_quantization(student)
+        tok_path, tok_gguf = m.tokenizer or m.student, None if m.tokenizer else m.student_gguf_file
+    tokenizer = load_tokenizer(tok_path, tok_gguf)
+    if teacher is not None:
+        tok_t = None
+        if m.student_layers is None and m.tokenizer is None:
+            tok_t = load_tokenizer(m.teacher, m.teacher_gguf_file)
+        check_same_vocabulary(student, teacher, (tokenizer, tok_t) if tok_t else None)
+    if not need_teacher:
+        teacher = None
+    return tokenizer, student, teacher
+
+
+def load_data(cfg: LLMConfig):
+    """``(train_examples, valid_examples)`` from the ``data`` section."""
+    d = cfg.data
+    if d.train is None:
+        raise ValueError("data.train is required: a Dolly-format JSONL file")
+    train_set = load_instructions(d.train, d.limit)
+    if d.valid is not None:
+        return train_set, load_instructions(d.valid)
+    if d.valid_size:
+        return split_holdout(train_set, d.valid_size, d.split_seed)
+    return train_set, []
+
+
+def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
+    """The newest complete ``checkpoint-<step>`` folder (complete = renamed into place)."""
+    root = Path(output_dir)
+    found = []
+    for p in root.glob("checkpoint-*"):
+        step = p.name.split("-", 1)[1]
+        if step.isdigit() and (p / "trainer_state.json").is_file():
+            found.append((int(step), p))
+    return max(found)[1] if found else None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
+def _save_model(model, tokenizer, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, path)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "norm" in name.lower() else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bool = False):
+    """Train a student; returns ``{"output_dir", "steps", "final", "best", "history"}``."""
+    cfg = bind_config(config)
+    t = cfg.train
+    transformers = transformers_offline()
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu)
+    set_seed(t.seed)
+    out = Path(t.output_dir)
+    say = (lambda *a: None) if quiet or not acc.is_main_process else print
+
+    # -- models and data --------------------------------------------------------------------
+    tokenizer, student, teacher = build_models(cfg, need_teacher=cfg.loss.kd_ratio > 0)
+    train_set, valid_set = load_data(cfg)
+    encoded = [
+        encode_example(e, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
+        for e in train_set
+    ]
+    kept = [e for e in encoded if any(label != -100 for label in e.labels[1:])]
+    if not kept:
+        raise ValueError(
+            f"no training example keeps a response token within data.max_length="
+            f"{cfg.data.max_length} (prompts are up to data.max_prompt_length="
+            f"{cfg.data.max_prompt_length} tokens); raise max_length or lower max_prompt_length"
+        )
+    if len(kept) < len(encoded):
+        say(f"skipped {len(encoded) - len(kept)} examples whose response was cut off entirely")
+    encoded = kept
+    world, rank = acc.num_processes, acc.process_index
+    per_step = t.batch_size * t.gradient_accumulation_steps * world
+    steps_per_epoch = max(1, math.ceil(len(encoded) / per_step))
+    total_steps = t.max_steps or t.epochs * steps_per_epoch
+
+    # -- optimiser, schedule, engine wrapping -----------------------------------------------
+    wrapper = CausalLMHidden(student)
+    optimizer = torch.optim.AdamW(_param_groups(wrapper, t.weight_decay), lr=t.lr)
+    scheduler = transformers.get_scheduler(
+        t.scheduler, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
+    )
+    # the scheduler is not prepared: Accelerate would step it once per process, and the step
+    # count above already accounts for the processes; it is checkpointed all the same
+    wrapper, optimizer = acc.prepare(wrapper, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    if teacher is not None:
+        teacher.to(acc.device)
+    objective = DistillationObjective(wrapper, teacher, cfg.loss)
+    objective.train()
+
+    state: dict[str, Any] = {"step": 0, "best": None, "history": [], "config": cfg.name}
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            raise FileNotFoundError(
+                f"--resume: no checkpoint-<step> folder with trainer_state.json in {out}; "
+                "start without --resume"
+            )
+        acc.load_state(str(ckpt / "state"))
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        say(f"resumed from {ckpt} at step {state['step']}")
+
+    def save(step: int) -> None:
+        tmp, final = out / f".checkpoint-{step}.tmp", out / f"checkpoint-{step}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / "state"))
+        if acc.is_main_process:
+            model = acc.unwrap_model(wrapper).model
+            model.save_pretrained(tmp / "model")
+            tokenizer.save_pretrained(tmp / "model")
+            atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
+            _replace_dir(tmp, final)
+            kept = sorted(
+                (int(p.name.split("-")[1]), p)
+                for p in out.glob("checkpoint-*")
+                if p.name.split("-")[1].isdigit()
+            )
+            for _, old in kept[: max(0, len(kept) - t.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    # -- the loop -------------------------------------------------------------------------------
+    started = time.time()
+    while state["step"] < total_steps:
+        step = state["step"]
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        order = torch.randperm(
+            len(encoded), generator=torch.Generator().manual_seed(t.seed + epoch)
+        )
+        shard = order[rank::world].tolist()
+        micro = t.batch_size
+        for k in range(in_epoch, steps_per_epoch):
+            first = k * micro * t.gradient_accumulation_steps
+            batches = [
+                collate_train([encoded[i] for i in shard[s : s + micro]], tokenizer)
+                for s in range(first, first + micro * t.gradient_accumulation_steps, micro)
+                if shard[s : s + micro]
+            ]
+            n_items = sum((count_items(b["labels"]) for b in batches), torch.tensor(0))
+            n_items = n_items.to(acc.device)
+            if world > 1:
+                n_items = acc.reduce(n_items, reduction="sum")
+            logs = {"loss": 0.0, "distill": 0.0, "ce": 0.0}
+            for j, batch in enumerate(batches):
+                batch = {key: v.to(acc.device) for key, v in batch.items()}
+                sync = j == len(batches) - 1
+                with contextlib.nullcontext() if sync else acc.no_sync(wrapper):
+                    terms = objective(batch, num_items=n_items.clamp_min(1))
+                    # DDP averages gradients over processes; the loss is already a global mean
+                    acc.backward(terms["loss"] * world)
+                for key in logs:
+                    logs[key] += float(terms[key].detach())
+            if t.max_grad_norm:
+                acc.clip_grad_norm_(wrapper.parameters(), t.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(
+                    f"the loss became non-finite at step {state['step']} ({logs}); lower "
+                    "train.lr or use train.mixed_precision: bf16 instead of fp16"
+                )
+            if state["step"] % t.log_every_steps == 0 or state["step"] == total_steps:
+                row = {"step": state["step"], "epoch": epoch + 1, **logs}
+                row.update(lr=scheduler.get_last_lr()[0], seconds=time.time() - started)
+                state["history"].append(row)
+                say(
+                    json.dumps(
+                        {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+                    )
+                )
+            if t.save_every_steps and state["step"] % t.save_every_steps == 0:
+                save(state["step"])
+            if state["step"] >= total_steps:
+                break
+        epoch_done = state["step"] % steps_per_epoch == 0 or state["step"] >= total_steps
+        if epoch_done and t.select_best and valid_set and acc.is_main_process:
+            model = acc.unwrap_model(wrapper).model
+            subset = valid_set[: t.valid_max_examples] if t.valid_max_examples else valid_set
+            score = evaluate_rouge(
+                model, tokenizer, {"valid": subset}, cfg.eval, seeds=t.valid_seeds
+            )["average"]
+            say(f"epoch {epoch + 1}: validation Rouge-L {score:.2f}")
+            if state["best"] is None or score > state["best"]["rouge_l"]:
+                state["best"] = {"step": state["step"], "rouge_l": score}
+                _save_model(model, tokenizer, out / "best")
+        if epoch_done and not t.save_every_steps:
+            save(state["step"])
+    if acc.is_main_process:
+        _save_model(acc.unwrap_model(wrapper).model, tokenizer, out / "final")
+    acc.wait_for_everyone()
+    return {
+        "output_dir": str(out),
+        "steps": state["step"],
+        "final": str(out / "final"),
+        "best": state["best"],
+        "history": state["history"],
+    }
+
+
+def evaluate(
+    config: dict[str, Any] | LLMConfig, *, checkpoint: str | None = None, quiet: bool = False
+) -> dict:
+    """Rouge-L of a checkpoint on the ``eval.datasets`` over ``eval.seeds``; writes JSON."""
+    cfg = bind_config(config)
+    e = cfg.eval
+    out = Path(cfg.train.output_dir)
+    path = checkpoint or e.checkpoint
+    if path is None:
+        path = out / "best" if (out / "best").is_dir() else out / "final"
+    if not e.datasets:
+        raise ValueError("eval.datasets is empty: map names to Dolly-format JSONL files")
+    datasets = {
+        name: load_instructions(p, e.max_examples) for name, p in sorted(e.datasets.items())
+    }
+    model = load_causal_lm(path, dtype=cfg.model.dtype, what="checkpoint")
+    tokenizer = load_tokenizer(path)
+    if not cfg.train.cpu and torch.cuda.is_available():
+        model.to("cuda")
+    result = evaluate_rouge(model, tokenizer, datasets, e)
+    result["checkpoint"] = str(path)
+    target = Path(e.output) if e.output else out / "eval.json"
+    atomic_write_text(target, json.dumps(result, indent=1, default=str))
+    if not quiet:
+        print(format_table(result))
+        print(f"wrote {target}")
+    return result
+
+
+def format_table(result: dict) -> str:
+    """Rouge-L per dataset (mean +- std over seeds) and the average, as a text table."""
+    names = list(result["datasets"])
+    head = " | ".join(f"{n:>14}" for n in [*names, "average"])
+    cells = [f"{d['mean']:6.2f} +- {d['std']:4.2f}".rjust(14) for d in result["datasets"].values()]
+    cells.append(f"{result['average']:14.2f}")
+    return f"Rouge-L over seeds {result['seeds']}\n{head}\n{' | '.join(cells)}"

@@ -1,0 +1,203 @@
+"""The chunked, memory-flat path equals the full-logit path in value and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import llm_reference as ref
+import pytest
+import torch
+
+from eakd.core import reduce
+from eakd.losses.token import ChunkedTokenDistillation, sequence_weights, token_divergence
+
+B, T, HS, HT, V = 3, 7, 6, 10, 23  # B*T = 21 rows
+
+
+def _inputs(seed=0, bias=True, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    hs = torch.randn(B, T, HS, generator=g).to(dtype).requires_grad_(True)
+    ws = torch.randn(V, HS, generator=g).to(dtype).requires_grad_(True)
+    bs = torch.randn(V, generator=g).to(dtype).requires_grad_(True) if bias else None
+    ht = torch.randn(B, T, HT, generator=g).to(dtype)
+    wt = torch.randn(V, HT, generator=g).to(dtype)
+    bt = torch.randn(V, generator=g).to(dtype) if bias else None
+    labels = torch.randint(0, V, (B, T), generator=g)
+    labels[0, :3] = -100  # prompt
+    labels[1, 5:] = -100  # padding
+    labels[2, :1] = -100
+    return hs, ws, bs, ht, wt, bt, labels
+
+
+def _full_reference(hs, ws, bs, ht, wt, bt, labels, name, prm, ea, granularity, t_prime, nitems):
+    """Full logits, then the registered divergence, weights from the formula, one reduce."""
+    zs = hs @ ws.t() + (bs if bs is not None else 0)
+    zt = ht @ wt.t() + (bt if bt is not None else 0)
+    per, _, _ = token_divergence(zs, zt, labels, divergence=name, **prm)
+    mask = labels != -100
+    w = None
+    if ea:
+        hs_tok = ref.entropy(zs.detach(), t_prime).float()
+        ht_tok = ref.entropy(zt.detach(), t_prime).float()
+        if granularity == "sequence":
+            m = mask.float()
+            hs_tok = ((hs_tok * m).sum(1) / m.sum(1)).unsqueeze(1).expand(B, T)
+            ht_tok = ((ht_tok * m).sum(1) / m.sum(1)).unsqueeze(1).expand(B, T)
+        w = ref.ea_weight(hs_tok, ht_tok, math.log(V)).float()
+    return reduce(per, weight=w, mask=mask, num_items=nitems)
+
+
+def _grads(loss, params):
+    return torch.autograd.grad(loss, [p for p in params if p is not None])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 8, 64])  # 4 and 8 do not divide the 15 valid rows
+@pytest.mark.parametrize("granularity", ["token", "sequence"])
+@pytest.mark.parametrize("ea", [True, False])
+def test_chunked_equals_full_forward_kl(chunk_size, granularity, ea):
+    hs, ws, bs, ht, wt, bt, labels = _inputs()
+    assert int((labels != -100).sum()) == 15
+    loss = ChunkedTokenDistillation(
+        "forward_kl",
+        ea=ea,
+        granularity=granularity,
+        entropy_temperature=2.0,
+        chunk_size=chunk_size,
+    )
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    expected = _full_reference(
+        hs, ws, bs, ht, wt, bt, labels, "forward_kl", {}, ea, granularity, 2.0, None
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "prm"),
+    [
+        ("reverse_kl", {}),
+        ("jsd", {"beta": 0.1, "weighting": "gkd"}),
+        ("skew_kl", {}),
+        ("skew_reverse_kl", {"alpha": 0.3}),
+        ("tvd", {}),
+    ],
+)
+def test_chunked_equals_full_other_divergences(name, prm):
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=1, bias=False)
+    loss = ChunkedTokenDistillation(name, granularity="sequence", chunk_size=5, **prm)
+    got = loss(hs, ws, ht, wt, labels, num_items=40)
+    expected = _full_reference(
+        hs, ws, None, ht, wt, None, labels, name, prm, True, "sequence", 1.0, 40
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(got, (hs, ws)), _grads(expected, (hs, ws)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_weights_of_ones_reproduce_the_token_mean_baseline():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=2)
+    base = ChunkedTokenDistillation("forward_kl", ea=False, chunk_size=3)
+    ones = ChunkedTokenDistillation("forward_kl", granularity="sequence", kind="none", chunk_size=3)
+    a = base(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    b = ones(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    torch.testing.assert_close(a, b)
+    # and the weights are constant over each sequence's valid tokens
+    ea = ChunkedTokenDistillation("forward_kl", granularity="sequence", chunk_size=3)
+    ea(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    st = ea.last_stats
+    for row in range(B):
+        w = st.weights[row][st.mask[row]]
+        assert float(w.max() - w.min()) == 0.0
+    expected = sequence_weights(st.student_entropy, st.teacher_entropy, st.mask, math.log(V))
+    torch.testing.assert_close(st.weights[st.mask], expected[st.mask])
+
+
+def test_teacher_gets_no_gradient_and_frozen_head_is_supported():
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=3)
+    ht.requires_grad_(True)
+    wt.requires_grad_(True)
+    frozen = ws.detach()
+    loss = ChunkedTokenDistillation("jsd", chunk_size=4)(hs, frozen, ht, wt, labels)
+    loss.backward()
+    assert ht.grad is None and wt.grad is None
+    assert hs.grad is not None and bool(torch.isfinite(hs.grad).all())
+
+
+def test_gradient_accumulation_with_num_items_matches_one_batch():
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=4)
+    loss = ChunkedTokenDistillation("forward_kl", granularity="sequence", chunk_size=4)
+    full = loss(hs, ws, ht, wt, labels)
+    g_full = _grads(full, (hs, ws))
+    n = int((labels != -100).sum())
+    micro = loss(hs[:1], ws, ht[:1], wt, labels[:1], num_items=n) + loss(
+        hs[1:], ws, ht[1:], wt, labels[1:], num_items=n
+    )
+    torch.testing.assert_close(micro, full)
+    for a, b in zip(_grads(micro, (hs, ws)), g_full, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_bfloat16_hidden_states_give_float32_loss_and_input_dtype_gradients():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=5, dtype=torch.bfloat16)
+    loss = ChunkedTokenDistillation("forward_kl", chunk_size=4)
+    out = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    assert out.dtype == torch.float32 and math.isfinite(float(out.detach()))
+    out.backward()
+    assert hs.grad.dtype == torch.bfloat16 and ws.grad.dtype == torch.bfloat16
+
+
+def test_errors_name_the_problem():
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=6)
+    loss = ChunkedTokenDistillation("forward_kl")
+    with pytest.raises(ValueError, match="shared tokenizer"):
+        loss(hs, ws, ht, wt[:-1], labels)
+    with pytest.raises(ValueError, match="hidden size"):
+        loss(hs, ws, ht, wt.t().contiguous(), labels)
+    with pytest.raises(ValueError, match="aligned"):
+        loss(hs, ws, ht, wt, labels[:, 1:])
+    with pytest.raises(ValueError, match="reduction"):
+        loss(hs, ws, ht, wt, labels, reduction="none")
+    with pytest.raises(ValueError, match="granularity"):
+        ChunkedTokenDistillation("forward_kl", granularity="batch")
+    with pytest.raises(ValueError, match=r"\(B, T, H\)"):
+        ChunkedTokenDistillation("forward_kl", granularity="sequence")(
+            hs.reshape(-1, HS), ws, ht.reshape(-1, HT), wt
+        )
+    with pytest.raises(ValueError, match="chunk_size"):
+        ChunkedTokenDistillation("forward_kl", chunk_size=0)
+
+
+@pytest.mark.parametrize("granularity", ["item", "sequence"])
+def test_chunked_agrees_with_entropy_adaptive_on_full_logits(granularity):
+    from eakd import EntropyAdaptive, build_loss
+
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=7)
+    zs = hs @ ws.t() + bs
+    zt = ht @ wt.t() + bt
+    wrapper = EntropyAdaptive(build_loss("jsd", beta=0.3), temperature=1.5, granularity=granularity)
+    full = wrapper(zs, zt, labels)  # the mask comes from the labels (item_mask)
+    chunked = ChunkedTokenDistillation(
+        "jsd", beta=0.3, entropy_temperature=1.5, granularity=granularity, chunk_size=6
+    )(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(chunked, (hs, ws, bs)), _grads(full, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_hard_label_cross_entropy_term_matches_full_logits():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=8)
+    loss = ChunkedTokenDistillation(
+        "forward_kl", granularity="sequence", chunk_size=4, kd_weight=0.5, ce_weight=0.5
+    )
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    zs = hs @ ws.t() + bs
+    ce = torch.nn.functional.cross_entropy(zs.reshape(-1, V), labels.reshape(-1))
+    distill = _full_reference(
+        hs, ws, bs, ht, wt, bt, labels, "forward_kl", {}, True, "sequence", 1.0, None
+    )
+    expected = 0.5 * distill + 0.5 * ce
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert loss.last_terms["ce"] == pytest.approx(float(ce.detach()), rel=1e-5)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
