@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.handler(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError, TypeError) as exc:
+    except (CLIError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
         if args.debug:
             raise
         print(f"eakd {args.command}: error: {exc}", file=sys.stderr)
