@@ -69,3 +69,18 @@ def test_console_script_entry_point():
 def test_config_overrides_are_validated(path, capsys):
     assert main(["train", str(path), "optim.momentum=fast"]) == 2
     assert "config.optim.momentum must be a number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["list", "losses"], ["train", "/nonexistent/cfg.yaml"]])
+def test_a_command_leaves_the_process_group_it_joined(tmp_path, argv, capsys):
+    """Under torchrun a command joins a process group; ``main`` destroys it before returning,
+    after success and after a reported error alike (a rank exiting with gloo's threads alive
+    can abort)."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    assert dist.is_initialized()
+    main(argv)
+    assert not dist.is_initialized()

@@ -47,10 +47,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    ok = False
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        ok = True
+        return status
     except (CLIError, FileNotFoundError, FileExistsError, ValueError, TypeError) as exc:
         if args.debug:
             raise
         print(f"eakd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group(wait=ok)
+
+
+def _close_process_group(wait: bool) -> None:
+    """A command run under torchrun joins a process group; leave it before the interpreter
+    exits (only when torch is already loaded, so ``eakd --help`` stays light)."""
+    if "torch" not in sys.modules:
+        return
+    from ..engines.utils import teardown_distributed
+
+    teardown_distributed(wait=wait)

@@ -149,6 +149,19 @@ def setup_distributed(device_name: str = "auto") -> DistContext:
     return DistContext(rank=rank, world_size=world, local_rank=local)
 
 
+def teardown_distributed(wait: bool = True) -> None:
+    """Leave the process group, if one is open. With ``wait`` every rank first waits for the
+    others (use it after a successful run; after an error a barrier could hang). Exiting with
+    the group still open can abort a rank while gloo's threads are torn down ("terminate
+    called without an active exception")."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        try:
+            if wait:
+                torch_dist.barrier()
+        finally:
+            torch_dist.destroy_process_group()
+
+
 class CSVLogger:
     """Append rows to a CSV file; the header comes from the first row's keys. Each row is
     written and flushed at once, so a stopped run keeps every finished epoch."""
