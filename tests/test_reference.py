@@ -31,10 +31,21 @@ def _check(ours, reference, s, atol=1e-5, rtol=1e-4):
     torch.testing.assert_close(g_ours.double(), g_ref.double(), atol=atol, rtol=rtol)
 
 
-@pytest.fixture(params=["stacked", "separate"])
+@pytest.fixture(params=["stacked", "separate", "blocks"])
 def kd_path(request, monkeypatch):
-    """Run KD through both fused implementations (small-input and large-input paths)."""
+    """Run KD through every fused implementation: the small-input path, the large-input path
+    in one block, and the large-input path over several blocks of rows (uneven last block)."""
     monkeypatch.setattr(_fused, "STACK_BELOW", 1 << 30 if request.param == "stacked" else 0)
+    if request.param == "blocks":
+        monkeypatch.setattr(_fused, "CHUNK_ELEMS", 200)
+    return request.param
+
+
+@pytest.fixture(params=["one block", "blocks"])
+def dkd_path(request, monkeypatch):
+    """DKD in one block of rows, and over several (uneven last block)."""
+    if request.param == "blocks":
+        monkeypatch.setattr(_fused, "CHUNK_ELEMS", 200)
     return request.param
 
 
@@ -78,7 +89,7 @@ def test_fused_kd_entropies(t, t_prime, kd_path):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("t", TEMPS)
 @pytest.mark.parametrize("alpha,beta", [(1.0, 8.0), (2.0, 0.5)])
-def test_dkd(shape, t, alpha, beta):
+def test_dkd(shape, t, alpha, beta, dkd_path):
     s, z, y = _pair(shape)
     ours = functional.dkd_loss(s, z, y, alpha=alpha, beta=beta, temperature=t, reduction="none")
     c = shape[-1]
@@ -86,7 +97,7 @@ def test_dkd(shape, t, alpha, beta):
     _check(ours, reference.view(shape[:-1]), s)
 
 
-def test_dkd_fused_entropies():
+def test_dkd_fused_entropies(dkd_path):
     s, z, y = _pair((33, 17))
     per, hs, ht = _fused.dkd_rows(s, z, y, 4.0, 1.0, 8.0, 3.0)
     torch.testing.assert_close(hs.double(), ref.entropy(s, 3.0).detach(), atol=2e-5, rtol=0)
@@ -207,3 +218,61 @@ def test_entropy_adaptive_standardized_weights():
     torch.testing.assert_close(
         ea(s, z, y).double(), (per * w).mean().detach(), atol=1e-5, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("kind", sorted(k for k in eakd.WEIGHT_KINDS if k != "none"))
+@pytest.mark.parametrize(
+    ("t", "t_prime", "h_ub", "reduction", "num_items"),
+    [
+        (4.0, 3.0, None, "mean", None),
+        (4.0, 4.0, None, "sum", None),
+        (2.0, 3.0, 100.0, "mean", 17),
+        (1.0, 2.0, None, "mean", 0),
+    ],
+)
+def test_one_node_small_kd_path(kind, t, t_prime, h_ub, reduction, num_items):
+    """Small float32 EA-KD runs as one autograd node (weights, reduction and gradient formed in
+    the forward): value, gradient and ``last_stats`` against the formulas."""
+    s, z, _ = _pair((23, 11))
+    ea = EntropyAdaptive(
+        build_loss("kd", temperature=t), temperature=t_prime, kind=kind, max_entropy=h_ub
+    )
+    out = ea(s, z, reduction=reduction, num_items=num_items)
+    assert out.grad_fn is not None and "WeightedKDSmall" in type(out.grad_fn).__name__
+    w = ref.ea_weight(s, z, t_prime, h_ub, kind).detach()
+    total = (ref.kd(s, z, t) * w).sum()
+    if reduction == "sum":
+        denom = 1.0
+    else:  # mean: over num_items when given (0 counts as 1, as in reduce), else the 23 rows
+        denom = 23.0 if num_items is None else max(float(num_items), 1.0)
+    _check(out, total / denom, s)
+    stats = ea.last_stats
+    torch.testing.assert_close(stats.weights.double(), w, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        stats.per_item.double(), ref.kd(s, z, t).detach(), atol=1e-5, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        stats.teacher_entropy.double(), ref.entropy(z, t_prime).detach(), atol=2e-5, rtol=0
+    )
+    assert stats.mask is None and not stats.weights.requires_grad
+
+
+def test_one_node_path_backward_twice_and_fallbacks():
+    s, z, _ = _pair((8, 5))
+    ea = EntropyAdaptive(build_loss("kd"))
+    out = ea(s, z)
+    (g1,) = torch.autograd.grad(out, s, retain_graph=True)
+    (g2,) = torch.autograd.grad(out, s)
+    torch.testing.assert_close(g1, g2)  # the saved gradient is not consumed in place
+    # options the one-node path does not cover take the per-item path, with equal results
+    for kwargs, call in [
+        ({"normalize": True}, {}),
+        ({}, {"mask": torch.ones(8, dtype=torch.bool)}),
+        ({}, {"reduction": "none"}),
+        ({}, {"num_items": torch.tensor(8)}),
+    ]:
+        other = EntropyAdaptive(build_loss("kd"), **kwargs)(s, z, **call)
+        assert "WeightedKDSmall" not in type(other.grad_fn).__name__
+    double = EntropyAdaptive(build_loss("kd"))(s.double(), z.double())
+    assert "WeightedKDSmall" not in type(double.grad_fn).__name__
+    torch.testing.assert_close(double.float(), out)

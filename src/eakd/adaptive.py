@@ -110,12 +110,12 @@ class EntropyAdaptive(nn.Module):
     def per_item(self) -> bool:
         return True
 
-    def _per_item(self, student, teacher, target, fuse: bool):
-        if isinstance(self.loss, DistillationLoss):
+    def _per_item(self, loss, student, teacher, target, fuse: bool):
+        if isinstance(loss, DistillationLoss):
             if fuse:
-                return self.loss.per_item_with_entropies(student, teacher, target, self.temperature)
-            return self.loss.per_item_loss(student, teacher, target), None, None
-        return self.loss(student, teacher, target, reduction="none"), None, None
+                return loss.per_item_with_entropies(student, teacher, target, self.temperature)
+            return loss.per_item_loss(student, teacher, target), None, None
+        return loss(student, teacher, target, reduction="none"), None, None
 
     def forward(
         self,
@@ -138,8 +138,13 @@ class EntropyAdaptive(nn.Module):
                 losses whose inputs are not logits (ReviewKD, FCFD feature terms).
             mask, reduction, num_items: see :func:`eakd.core.reduce`.
         """
+        loss = self.loss  # one nn.Module attribute lookup: this is the hot path
         fuse = logits is None and self.weight_logits == "raw" and self.kind != "none"
-        per_item, hs, ht = self._per_item(student, teacher, target, fuse)
+        if fuse and mask is None and reduction != "none":
+            fast = self._weighted_small(loss, student, teacher, target, reduction, num_items)
+            if fast is not None:
+                return fast
+        per_item, hs, ht = self._per_item(loss, student, teacher, target, fuse)
         if hs is None:
             zs, zt = logits if logits is not None else (student, teacher)
             hs, ht = self._entropies(zs, zt)
@@ -149,8 +154,8 @@ class EntropyAdaptive(nn.Module):
                 f"but the weights have the items' shape {tuple(hs.shape)} (the logits without "
                 "their class dimension); the loss must return one value per item"
             )
-        if mask is None and isinstance(self.loss, DistillationLoss):
-            mask = self.loss.item_mask(target)
+        if mask is None and isinstance(loss, DistillationLoss):
+            mask = loss.item_mask(target)
         if self.granularity == "sequence":
             hs, ht = _sequence_means(hs, mask), _sequence_means(ht, mask)
         num_classes = (logits[0] if logits is not None else student).shape[-1]
@@ -159,8 +164,40 @@ class EntropyAdaptive(nn.Module):
         if self.normalize:
             mean_w = reduce(w, mask=mask, reduction="mean")
             w = w / mean_w.clamp_min(torch.finfo(w.dtype).tiny)
-        self.last_stats = EAStats(w, hs, ht, per_item.detach(), mask)
+        # plain attribute, set past nn.Module.__setattr__ (not a parameter, buffer or module)
+        object.__setattr__(self, "last_stats", EAStats(w, hs, ht, per_item.detach(), mask))
         return reduce(per_item, weight=w, mask=mask, reduction=reduction, num_items=num_items)
+
+    def _weighted_small(self, loss, student, teacher, target, reduction, num_items):
+        """The loss's one-node path for small inputs (see
+        :meth:`DistillationLoss.weighted_small`), when these options allow it; else ``None``."""
+        if (
+            self.granularity != "item"
+            or self.normalize
+            or not isinstance(loss, DistillationLoss)
+            or isinstance(num_items, torch.Tensor)
+            or not isinstance(student, torch.Tensor)
+            or student.dim() != 2
+            or loss.item_mask(target) is not None
+        ):
+            return None
+        if reduction == "sum":
+            denom = 1.0
+        else:
+            denom = float(num_items) if num_items is not None else float(student.shape[0])
+            denom = max(denom, 1.0)
+        h_ub = self.max_entropy if self.max_entropy is not None else math.log(student.shape[-1])
+        kind = self.kind
+
+        def weigh(hs, ht):
+            return weights_from_entropies(hs, ht, h_ub, kind)
+
+        out = loss.weighted_small(student, teacher, target, self.temperature, weigh, denom)
+        if out is None:
+            return None
+        value, per_item, w, h = out
+        object.__setattr__(self, "last_stats", EAStats(w, h[0], h[1], per_item, None))
+        return value
 
     @torch.no_grad()
     def _entropies(self, zs: torch.Tensor, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,10 @@ def resolve_max_entropy(max_entropy: float | None, num_classes: int) -> float:
     return float(max_entropy)
 
 
+def _detached_float(h: torch.Tensor) -> torch.Tensor:
+    return h if h.dtype == torch.float32 and not h.requires_grad else h.detach().float()
+
+
 def weights_from_entropies(
     student_entropy: torch.Tensor,
     teacher_entropy: torch.Tensor,
@@ -41,8 +45,7 @@ def weights_from_entropies(
     kind: str = "ea",
 ) -> torch.Tensor:
     """Combine per-item entropies into detached weights; see :data:`WEIGHT_KINDS`."""
-    hs = student_entropy.detach().float()
-    ht = teacher_entropy.detach().float()
+    hs, ht = _detached_float(student_entropy), _detached_float(teacher_entropy)
     h_ub = float(max_entropy)
     if kind == "ea":  # 0.5 Ht + (0.5 / H_ub) Ht Hs, in two ops
         return torch.addcmul(ht * 0.5, ht, hs, value=0.5 / h_ub)

@@ -68,6 +68,20 @@ class DistillationLoss(nn.Module):
         """``(per_item, H_S, H_T)``; ``None`` entropies mean "not fused, compute them apart"."""
         return self.per_item_loss(student_logits, teacher_logits, target), None, None
 
+    def weighted_small(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        target: torch.Tensor | None,
+        entropy_temperature: float,
+        weigh,
+        denom: float,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Optional one-node path for small inputs, where op dispatch is the cost:
+        ``(sum_n w_n l_n / denom, l, w, stacked (H_S, H_T))`` with ``w = weigh(H_S, H_T)``, or
+        ``None`` when this loss or these inputs have no such path (the default)."""
+        return None
+
     def forward(
         self,
         student_logits: torch.Tensor,

@@ -9,8 +9,10 @@ Written for the hot path of EA-KD, where every pass over the ``(N, C)`` logits c
   probability is taken, so confident (``|z| ~ 1e4``) logits stay finite;
 * the entropies needed by EA reuse the max-shifted logits of the same pass, rescaled in place
   between the entropy temperature ``T'`` and the distillation temperature ``T``;
-* temporaries are overwritten in place (fresh ``(N, C)`` buffers are what costs most on CPU),
-  and the closed-form gradient is stored, so the backward is a single multiply.
+* temporaries are overwritten in place, and large inputs are processed in blocks of rows
+  (:data:`CHUNK_ELEMS` logits per side) written into one preallocated gradient buffer: fresh
+  ``(N, C)`` buffers (page faults, cache misses) are what costs most on CPU;
+* the closed-form gradient is stored, so the backward is a single multiply.
 
 Teacher logits never receive a gradient. Double backward is not supported.
 """
@@ -57,6 +59,25 @@ def _shifted_entropy(v: torch.Tensor) -> torch.Tensor:
 #: usual autograd graph, and the entropies one stacked no-grad pass (see ``_kd_small``).
 STACK_BELOW = 1 << 16
 
+#: Logits per side in one block of rows on CPU (512 KiB of float32: the temporaries stay in
+#: cache); other devices use :data:`CHUNK_ELEMS_ACCEL`, which only bounds temporary memory.
+CHUNK_ELEMS = 1 << 17
+CHUNK_ELEMS_ACCEL = 1 << 24
+
+
+def _row_blocks(x: torch.Tensor) -> list[slice]:
+    """Slices of rows covering ``x`` (N, C) in blocks of about ``CHUNK_ELEMS`` logits."""
+    n, c = x.shape
+    per = CHUNK_ELEMS if x.device.type == "cpu" else CHUNK_ELEMS_ACCEL
+    rows = max(1, per // max(c, 1))
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+
+
+def _empty_rows(like: torch.Tensor, n: int, with_entropies: bool):
+    """Per-row outputs: loss and, when asked, the two entropies (float32)."""
+    make = [torch.empty(n, dtype=torch.float32, device=like.device) for _ in range(3)]
+    return make[0], (make[1], make[2]) if with_entropies else (None, None)
+
 
 def _kd_small(s, t, temperature, entropy_temperature):
     """KD for small inputs, where op dispatch (not memory traffic) is the cost.
@@ -75,15 +96,19 @@ def _kd_small(s, t, temperature, entropy_temperature):
                 lp = torch.stack((log_q.detach(), log_p))
             else:
                 x = torch.stack((s.detach().float(), t.float()))
-                lp = torch.log_softmax(x * (1.0 / entropy_temperature), -1)
-            h = torch.special.entr(lp.exp()).sum(-1).clamp_(0.0, math.log(s.shape[-1]))
+                lp = torch.log_softmax(x.mul_(1.0 / entropy_temperature), -1)
+            # finite logits give finite log-probabilities, so p log p needs no 0 * -inf guard
+            # (non-finite logits are refused on the per-item result)
+            h = lp.exp().mul_(lp).sum(-1).neg_().clamp_(0.0, math.log(s.shape[-1]))
             hs, ht = h.unbind(0)
     kl = torch.kl_div(log_q, log_p, reduction=0, log_target=True).sum(-1)
-    return kl.mul(temperature * temperature), hs, ht
+    # KL >= 0; rounding can give -1e-7 for near-identical rows (the gradient there is ~0)
+    return kl.clamp_min(0.0).mul_(temperature * temperature), hs, ht
 
 
-def _kd_separate(s, t, temperature, entropy_temperature):
-    """KD on each side in place: least memory traffic for large inputs."""
+def _kd_separate(s, t, temperature, entropy_temperature, grad_out=None):
+    """KD on each side in place: least memory traffic for large inputs. The gradient
+    ``q - p`` is written into ``grad_out`` when given."""
     vs, vt = _shift(s), _shift(t)
     scale, hs, ht = 1.0, None, None
     if entropy_temperature is not None and entropy_temperature != temperature:
@@ -97,7 +122,8 @@ def _kd_separate(s, t, temperature, entropy_temperature):
         hs, ht = _entropy(vs, q.clone(), lse_s), _entropy(vt, p.clone(), lse_t)
     # KL(p || q) = sum_c p_c (v^t_c - v^s_c) + lse(v^s) - lse(v^t)
     kl = vt.sub_(vs).mul_(p).sum(-1).add_(lse_s).sub_(lse_t)
-    return kl, q.sub_(p), (hs, ht)
+    grad = q.sub_(p) if grad_out is None else torch.sub(q, p, out=grad_out)
+    return kl, grad, (hs, ht)
 
 
 class _KDRows(torch.autograd.Function):
@@ -105,7 +131,19 @@ class _KDRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, temperature, entropy_temperature):
-        kl, grad, (hs, ht) = _kd_separate(s, t, temperature, entropy_temperature)
+        blocks = _row_blocks(s)
+        if len(blocks) == 1:
+            kl, grad, (hs, ht) = _kd_separate(s, t, temperature, entropy_temperature)
+        else:
+            grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
+            kl, (hs, ht) = _empty_rows(s, s.shape[0], entropy_temperature is not None)
+            for b in blocks:
+                k, _, (h_s, h_t) = _kd_separate(
+                    s[b], t[b], temperature, entropy_temperature, grad_out=grad[b]
+                )
+                kl[b] = k
+                if hs is not None:
+                    hs[b], ht[b] = h_s, h_t
         ctx.save_for_backward(grad)  # d(T^2 KL)/ds = T (q - p); T is applied in backward
         ctx.temperature, ctx.s_dtype = temperature, s.dtype
         out = kl.clamp_min_(0.0).mul_(temperature * temperature)
@@ -138,33 +176,18 @@ class _DKDRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, target, temperature, alpha, beta, entropy_temperature):
-        vs, vt = _shift(s), _shift(t)
-        scale, hs, ht = 1.0, None, None
-        if entropy_temperature is not None:
-            scale = entropy_temperature
-            hs = _shifted_entropy(_rescale(vs, scale))
-            ht = _shifted_entropy(_rescale(vt, scale))
-        vs, vt = _rescale(vs, temperature, scale), _rescale(vt, temperature, scale)
-        idx = target.view(-1, 1)
-        vs_y, vt_y = vs.gather(1, idx).view(-1), vt.gather(1, idx).view(-1)
-        vs.scatter_(1, idx, float("-inf"))  # drop the target class
-        vt.scatter_(1, idx, float("-inf"))
-        q_hat, p_hat = torch.softmax(vs, -1), torch.softmax(vt, -1)
-        # non-target lse = non-target max - log(max of the non-target softmax)
-        lse_nt_s = vs.amax(-1).sub_(q_hat.amax(-1).log_())
-        lse_nt_t = vt.amax(-1).sub_(p_hat.amax(-1).log_())
-        lse_s, lse_t = torch.logaddexp(lse_nt_s, vs_y), torch.logaddexp(lse_nt_t, vt_y)
-        log_qy, log_qn = vs_y - lse_s, lse_nt_s - lse_s  # log target / non-target mass
-        log_py, log_pn = vt_y - lse_t, lse_nt_t - lse_t
-        qy, qn, py, pn = log_qy.exp(), log_qn.exp(), log_py.exp(), log_pn.exp()
-        tckd = (py * (log_py - log_qy) + pn * (log_pn - log_qn)).clamp_min_(0.0)
-        vs.scatter_(1, idx, 0.0)
-        vt.scatter_(1, idx, 0.0)
-        nckd = vt.sub_(vs).mul_(p_hat).sum(-1).add_(lse_nt_s).sub_(lse_nt_t).clamp_min_(0.0)
-        out = (alpha * tckd + beta * nckd).mul_(temperature * temperature)
-        # d/du, u = s/T:  alpha (q - py e_y - pn q_hat) + beta (q_hat - p_hat)
-        grad = q_hat.mul_((alpha * (qn - pn) + beta).unsqueeze(1)).sub_(p_hat, alpha=beta)
-        grad.scatter_add_(1, idx, (alpha * (qy - py)).unsqueeze(1))
+        args = (temperature, alpha, beta, entropy_temperature)
+        blocks = _row_blocks(s)
+        if len(blocks) == 1:
+            out, grad, hs, ht = _dkd_block(s, t, target, *args)
+        else:
+            grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
+            out, (hs, ht) = _empty_rows(s, s.shape[0], entropy_temperature is not None)
+            for b in blocks:
+                o, _, h_s, h_t = _dkd_block(s[b], t[b], target[b], *args, grad_out=grad[b])
+                out[b] = o
+                if hs is not None:
+                    hs[b], ht[b] = h_s, h_t
         ctx.save_for_backward(grad)
         ctx.temperature, ctx.s_dtype = temperature, s.dtype
         if hs is None:
@@ -177,6 +200,44 @@ class _DKDRows(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         scale = (grad_out * ctx.temperature).unsqueeze(1)
         return (grad * scale).to(ctx.s_dtype), None, None, None, None, None, None
+
+
+def _dkd_block(s, t, target, temperature, alpha, beta, entropy_temperature, grad_out=None):
+    """DKD on a block of rows: ``(loss, gradient / T, H_S, H_T)``, see :class:`_DKDRows`; the
+    gradient is written into ``grad_out`` when given."""
+    vs, vt = _shift(s), _shift(t)
+    scale, hs, ht = 1.0, None, None
+    if entropy_temperature is not None:
+        scale = entropy_temperature
+        hs = _shifted_entropy(_rescale(vs, scale))
+        ht = _shifted_entropy(_rescale(vt, scale))
+    vs, vt = _rescale(vs, temperature, scale), _rescale(vt, temperature, scale)
+    idx = target.view(-1, 1)
+    vs_y, vt_y = vs.gather(1, idx).view(-1), vt.gather(1, idx).view(-1)
+    vs.scatter_(1, idx, float("-inf"))  # drop the target class
+    vt.scatter_(1, idx, float("-inf"))
+    q_hat, p_hat = torch.softmax(vs, -1), torch.softmax(vt, -1)
+    # non-target lse = non-target max - log(max of the non-target softmax)
+    lse_nt_s = vs.amax(-1).sub_(q_hat.amax(-1).log_())
+    lse_nt_t = vt.amax(-1).sub_(p_hat.amax(-1).log_())
+    lse_s, lse_t = torch.logaddexp(lse_nt_s, vs_y), torch.logaddexp(lse_nt_t, vt_y)
+    log_qy, log_qn = vs_y - lse_s, lse_nt_s - lse_s  # log target / non-target mass
+    log_py, log_pn = vt_y - lse_t, lse_nt_t - lse_t
+    qy, qn, py, pn = log_qy.exp(), log_qn.exp(), log_py.exp(), log_pn.exp()
+    tckd = (py * (log_py - log_qy) + pn * (log_pn - log_qn)).clamp_min_(0.0)
+    vs.scatter_(1, idx, 0.0)
+    vt.scatter_(1, idx, 0.0)
+    nckd = vt.sub_(vs).mul_(p_hat).sum(-1).add_(lse_nt_s).sub_(lse_nt_t).clamp_min_(0.0)
+    out = (alpha * tckd + beta * nckd).mul_(temperature * temperature)
+    # d/du, u = s/T:  alpha (q - py e_y - pn q_hat) + beta (q_hat - p_hat)
+    grad = q_hat.mul_((alpha * (qn - pn) + beta).unsqueeze(1))
+    grad = (
+        grad.sub_(p_hat, alpha=beta)
+        if grad_out is None
+        else torch.sub(grad, p_hat, alpha=beta, out=grad_out)
+    )
+    grad.scatter_add_(1, idx, (alpha * (qy - py)).unsqueeze(1))
+    return out, grad, hs, ht
 
 
 def dkd_rows(
@@ -192,3 +253,72 @@ def dkd_rows(
     return _DKDRows.apply(
         s, t.detach(), target, float(temperature), float(alpha), float(beta), entropy_temperature
     )
+
+
+_SCALES: dict[tuple[float, float, torch.device], torch.Tensor] = {}
+
+
+def _temperature_scales(temperature: float, other: float, device: torch.device) -> torch.Tensor:
+    """``[[1/T], [1/T']]`` shaped to scale stacked ``(2, N, C)`` logits to ``(2, 2, N, C)``."""
+    key = (temperature, other, device)
+    scales = _SCALES.get(key)
+    if scales is None:
+        scales = torch.tensor([1.0 / temperature, 1.0 / other], device=device).view(2, 1, 1, 1)
+        _SCALES[key] = scales
+    return scales
+
+
+def _kd_stacked(s, t, temperature, entropy_temperature):
+    """No-grad KD on small float32 inputs with both sides (and both temperatures) stacked, so
+    every step is one call: ``(T^2 KL, q - p, H_S, H_T)``, entropies at ``T'``.
+
+    With rows shifted to max 0, ``lse = -log(max_c softmax)``, ``H = lse - sum_c p_c v_c`` and
+    ``KL(p || q) = lse_s - sum_c p_c v^s_c - H_t``: one softmax serves all of them.
+    """
+    x = torch.stack((s, t))
+    x = x.sub_(x.amax(-1, keepdim=True))
+    if entropy_temperature == temperature:
+        v = x * (1.0 / temperature)  # (sides, N, C)
+    else:
+        v = x * _temperature_scales(temperature, entropy_temperature, x.device)  # (T/T', ...)
+    p = torch.softmax(v, -1)
+    lse = p.amax(-1).log_().neg_()
+    h = lse - (p * v).sum(-1)
+    if entropy_temperature != temperature:
+        p, v, lse, h_kd, h = p[0], v[0], lse[0], h[0], h[1]
+    else:
+        h_kd = h
+    kl = (lse[0] - (p[1] * v[0]).sum(-1)).sub_(h_kd[1]).clamp_min_(0.0)
+    return kl.mul_(temperature * temperature), p[0].sub_(p[1]), h.clamp_(0.0, math.log(s.shape[-1]))
+
+
+class _WeightedKDSmall(torch.autograd.Function):
+    """``sum_n w_n T^2 KL_n / D`` in a single autograd node, with ``w = weigh(H_S, H_T)``
+    detached; the scaled gradient ``T w_n (q_n - p_n) / D`` is formed in the forward. The
+    detached per-item values go to ``sink`` (a list), which spares an output per tensor."""
+
+    @staticmethod
+    def forward(ctx, s, t, temperature, entropy_temperature, weigh, denom, sink):
+        kl, grad, h = _kd_stacked(s, t, temperature, entropy_temperature)
+        w = weigh(h[0], h[1])
+        ctx.save_for_backward(grad.mul_((w * (temperature / denom)).unsqueeze(1)))
+        sink.extend((kl, w, h))
+        return torch.dot(kl, w).div_(denom)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_loss, None, None, None, None, None, None
+
+
+def weighted_kd_small(s, t, temperature, entropy_temperature, weigh, denom):
+    """EA-KD on small 2-D float32 logits in one node: ``(loss, per-item KD, w, (H_S, H_T))``.
+
+    ``weigh(h_s, h_t)`` gives the detached weights, ``denom`` the mean's denominator.
+    """
+    sink: list[torch.Tensor] = []
+    loss = _WeightedKDSmall.apply(
+        s, t.detach(), float(temperature), float(entropy_temperature), weigh, float(denom), sink
+    )
+    kl, w, h = sink
+    return loss, kl, w, h
