@@ -106,9 +106,10 @@ def _kd_small(s, t, temperature, entropy_temperature):
     return kl.clamp_min(0.0).mul_(temperature * temperature), hs, ht
 
 
-def _kd_separate(s, t, temperature, entropy_temperature, grad_out=None):
-    """KD on each side in place: least memory traffic for large inputs. The gradient
-    ``q - p`` is written into ``grad_out`` when given."""
+def _kd_block(s, t, target, temperature, entropy_temperature, grad_out=None):
+    """KD on a block of rows, each side in place (least memory traffic for large inputs):
+    ``(KL, q - p, H_S, H_T)``; ``target`` is unused. The gradient is written into
+    ``grad_out`` when given."""
     vs, vt = _shift(s), _shift(t)
     scale, hs, ht = 1.0, None, None
     if entropy_temperature is not None and entropy_temperature != temperature:
@@ -123,7 +124,40 @@ def _kd_separate(s, t, temperature, entropy_temperature, grad_out=None):
     # KL(p || q) = sum_c p_c (v^t_c - v^s_c) + lse(v^s) - lse(v^t)
     kl = vt.sub_(vs).mul_(p).sum(-1).add_(lse_s).sub_(lse_t)
     grad = q.sub_(p) if grad_out is None else torch.sub(q, p, out=grad_out)
-    return kl, grad, (hs, ht)
+    return kl, grad, hs, ht
+
+
+def _over_blocks(block, s, t, target, *args, with_entropies: bool):
+    """``block(s, t, target, *args, grad_out=None) -> (loss, grad, H_S, H_T)`` over blocks of
+    rows (see :data:`CHUNK_ELEMS`), the gradients written into one ``(N, C)`` buffer."""
+    blocks = _row_blocks(s)
+    if len(blocks) == 1:
+        return block(s, t, target, *args)
+    grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
+    loss, (hs, ht) = _empty_rows(s, s.shape[0], with_entropies)
+    for b in blocks:
+        rows_target = None if target is None else target[b]
+        part, _, h_s, h_t = block(s[b], t[b], rows_target, *args, grad_out=grad[b])
+        loss[b] = part
+        if hs is not None:
+            hs[b], ht[b] = h_s, h_t
+    return loss, grad, hs, ht
+
+
+def _save_rows(ctx, grad, temperature, s_dtype, out, hs, ht):
+    """Keep the closed-form gradient for the backward; return ``(loss, H_S, H_T)``."""
+    ctx.save_for_backward(grad)
+    ctx.temperature, ctx.s_dtype = temperature, s_dtype
+    if hs is None:
+        return out, None, None
+    ctx.mark_non_differentiable(hs, ht)
+    return out, hs, ht
+
+
+def _scaled_grad(ctx, grad_out):
+    """``d loss / d s`` from the stored gradient of ``loss / T`` w.r.t. ``s / T``."""
+    (grad,) = ctx.saved_tensors
+    return (grad * (grad_out * ctx.temperature).unsqueeze(1)).to(ctx.s_dtype)
 
 
 class _KDRows(torch.autograd.Function):
@@ -131,31 +165,22 @@ class _KDRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, temperature, entropy_temperature):
-        blocks = _row_blocks(s)
-        if len(blocks) == 1:
-            kl, grad, (hs, ht) = _kd_separate(s, t, temperature, entropy_temperature)
-        else:
-            grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
-            kl, (hs, ht) = _empty_rows(s, s.shape[0], entropy_temperature is not None)
-            for b in blocks:
-                k, _, (h_s, h_t) = _kd_separate(
-                    s[b], t[b], temperature, entropy_temperature, grad_out=grad[b]
-                )
-                kl[b] = k
-                if hs is not None:
-                    hs[b], ht[b] = h_s, h_t
-        ctx.save_for_backward(grad)  # d(T^2 KL)/ds = T (q - p); T is applied in backward
-        ctx.temperature, ctx.s_dtype = temperature, s.dtype
+        kl, grad, hs, ht = _over_blocks(
+            _kd_block,
+            s,
+            t,
+            None,
+            temperature,
+            entropy_temperature,
+            with_entropies=entropy_temperature is not None,
+        )
+        # d(T^2 KL)/ds = T (q - p); T is applied in backward
         out = kl.clamp_min_(0.0).mul_(temperature * temperature)
-        if hs is None:
-            return out, None, None
-        ctx.mark_non_differentiable(hs, ht)
-        return out, hs, ht
+        return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
     def backward(ctx, grad_out, _gh1, _gh2):
-        (grad,) = ctx.saved_tensors
-        return (grad * (grad_out * ctx.temperature).unsqueeze(1)).to(ctx.s_dtype), None, None, None
+        return _scaled_grad(ctx, grad_out), None, None, None
 
 
 def kd_rows(
@@ -176,30 +201,22 @@ class _DKDRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, t, target, temperature, alpha, beta, entropy_temperature):
-        args = (temperature, alpha, beta, entropy_temperature)
-        blocks = _row_blocks(s)
-        if len(blocks) == 1:
-            out, grad, hs, ht = _dkd_block(s, t, target, *args)
-        else:
-            grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
-            out, (hs, ht) = _empty_rows(s, s.shape[0], entropy_temperature is not None)
-            for b in blocks:
-                o, _, h_s, h_t = _dkd_block(s[b], t[b], target[b], *args, grad_out=grad[b])
-                out[b] = o
-                if hs is not None:
-                    hs[b], ht[b] = h_s, h_t
-        ctx.save_for_backward(grad)
-        ctx.temperature, ctx.s_dtype = temperature, s.dtype
-        if hs is None:
-            return out, None, None
-        ctx.mark_non_differentiable(hs, ht)
-        return out, hs, ht
+        out, grad, hs, ht = _over_blocks(
+            _dkd_block,
+            s,
+            t,
+            target,
+            temperature,
+            alpha,
+            beta,
+            entropy_temperature,
+            with_entropies=entropy_temperature is not None,
+        )
+        return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
     def backward(ctx, grad_out, _gh1, _gh2):
-        (grad,) = ctx.saved_tensors
-        scale = (grad_out * ctx.temperature).unsqueeze(1)
-        return (grad * scale).to(ctx.s_dtype), None, None, None, None, None, None
+        return _scaled_grad(ctx, grad_out), None, None, None, None, None, None
 
 
 def _dkd_block(s, t, target, temperature, alpha, beta, entropy_temperature, grad_out=None):
