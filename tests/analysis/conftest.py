@@ -11,31 +11,7 @@ import pytest
 ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engines"
 sys.path.insert(0, str(ENGINE_TESTS))  # the test model tiny_models:Tiny1d, built by import path
 
-
-def tiny_config(root: Path, cache: Path, name: str = "run", **sections) -> dict:
-    cfg = {
-        "name": name,
-        "output_dir": str(root / "runs"),
-        "student": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 8}},
-        "teacher": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 16}},
-        "data": {
-            "name": "mnist1d",
-            "root": str(cache),
-            "batch_size": 25,
-            "test_batch_size": 200,
-            "num_workers": 0,
-            "augment": "none",
-            "options": {"num_samples": 500},
-        },
-        "method": {"name": "kd", "ce_weight": 0.5, "kd_weight": 0.5},
-        "ea": {"enabled": False},
-        "optim": {"lr": 0.3, "schedule": "cosine", "milestones": []},
-        "train": {"epochs": 2, "progress": False, "threads": 1},
-        "log": {"tensorboard": False},
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
+from tiny_models import tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +19,13 @@ def make_config(tmp_path_factory):
     """``make_config(root, name, **sections)``: a tiny MNIST-1D experiment (2 epochs)."""
     pytest.importorskip("mnist1d")
     cache = tmp_path_factory.getbasetemp() / "mnist1d_cache"
-    return lambda root, name="run", **sections: tiny_config(root, cache, name, **sections)
+
+    def make(root, name="run", **sections):
+        # the analysis runs distil from a wider (width 16) teacher
+        sections["teacher"] = {"kwargs": {"width": 16}, **sections.get("teacher", {})}
+        return tiny_config(root, cache, name, **sections)
+
+    return make
 
 
 @pytest.fixture(scope="session")

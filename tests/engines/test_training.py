@@ -20,31 +20,13 @@ from eakd.models import build_model, load_checkpoint
 pytest.importorskip("mnist1d")
 sys.path.insert(0, str(Path(__file__).parent))  # tiny_models:Tiny1d is built by import path
 
+from tiny_models import tiny_config
+
 
 def make_cfg(tmp_path: Path, **sections) -> dict:
-    cfg = {
-        "name": "run",
-        "output_dir": str(tmp_path / "runs"),
-        "student": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 8}},
-        "teacher": {"name": "tiny_models:Tiny1d", "kwargs": {"width": 8}},
-        "data": {
-            "name": "mnist1d",
-            "root": str(tmp_path.parent / "mnist1d_cache"),
-            "batch_size": 25,
-            "test_batch_size": 200,
-            "num_workers": 0,
-            "augment": "none",
-            "options": {"num_samples": 500},
-        },
-        "method": {"name": "kd", "ce_weight": 0.5, "kd_weight": 0.5},
-        "ea": {"enabled": True},
-        "optim": {"lr": 0.3, "schedule": "cosine", "milestones": []},
-        "train": {"epochs": 2, "progress": False, "threads": 1},
-        "log": {"tensorboard": False},
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
+    """The tiny MNIST-1D run with EA on, the dataset cached next to ``tmp_path``."""
+    sections.setdefault("ea", {"enabled": True})
+    return tiny_config(tmp_path, tmp_path.parent / "mnist1d_cache", **sections)
 
 
 @pytest.mark.parametrize(
