@@ -141,7 +141,7 @@ class EntropyAdaptive(nn.Module):
         loss = self.loss  # one nn.Module attribute lookup: this is the hot path
         fuse = logits is None and self.weight_logits == "raw" and self.kind != "none"
         if fuse and mask is None and reduction != "none":
-            fast = self._weighted_small(loss, student, teacher, target, reduction, num_items)
+            fast = self._weighted_node(loss, student, teacher, target, reduction, num_items)
             if fast is not None:
                 return fast
         per_item, hs, ht = self._per_item(loss, student, teacher, target, fuse)
@@ -168,9 +168,9 @@ class EntropyAdaptive(nn.Module):
         object.__setattr__(self, "last_stats", EAStats(w, hs, ht, per_item.detach(), mask))
         return reduce(per_item, weight=w, mask=mask, reduction=reduction, num_items=num_items)
 
-    def _weighted_small(self, loss, student, teacher, target, reduction, num_items):
-        """The loss's one-node path for small inputs (see
-        :meth:`DistillationLoss.weighted_small`), when these options allow it; else ``None``."""
+    def _weighted_node(self, loss, student, teacher, target, reduction, num_items):
+        """The loss's one-node path (see :meth:`DistillationLoss.weighted_loss`), when these
+        options allow it; else ``None``."""
         if (
             self.granularity != "item"
             or self.normalize
@@ -192,11 +192,11 @@ class EntropyAdaptive(nn.Module):
         def weigh(hs, ht):
             return weights_from_entropies(hs, ht, h_ub, kind)
 
-        out = loss.weighted_small(student, teacher, target, self.temperature, weigh, denom)
+        out = loss.weighted_loss(student, teacher, target, self.temperature, weigh, denom)
         if out is None:
             return None
-        value, per_item, w, h = out
-        object.__setattr__(self, "last_stats", EAStats(w, h[0], h[1], per_item, None))
+        value, per_item, w, hs, ht = out
+        object.__setattr__(self, "last_stats", EAStats(w, hs, ht, per_item, None))
         return value
 
     @torch.no_grad()

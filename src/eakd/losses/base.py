@@ -68,7 +68,7 @@ class DistillationLoss(nn.Module):
         """``(per_item, H_S, H_T)``; ``None`` entropies mean "not fused, compute them apart"."""
         return self.per_item_loss(student_logits, teacher_logits, target), None, None
 
-    def weighted_small(
+    def weighted_loss(
         self,
         student_logits: torch.Tensor,
         teacher_logits: torch.Tensor,
@@ -76,10 +76,11 @@ class DistillationLoss(nn.Module):
         entropy_temperature: float,
         weigh,
         denom: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """Optional one-node path for small inputs, where op dispatch is the cost:
-        ``(sum_n w_n l_n / denom, l, w, stacked (H_S, H_T))`` with ``w = weigh(H_S, H_T)``, or
-        ``None`` when this loss or these inputs have no such path (the default)."""
+    ) -> tuple[torch.Tensor, ...] | None:
+        """Optional one-autograd-node EA path: ``(sum_n w_n l_n / denom, l, w, H_S, H_T)``
+        with ``w = weigh(H_S, H_T)`` detached, or ``None`` when this loss or these inputs have
+        no such path (the default). It spares the per-item graph, the weighting and the
+        reduction nodes, which dominate at small sizes."""
         return None
 
     def forward(

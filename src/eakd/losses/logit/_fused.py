@@ -57,7 +57,7 @@ def _shifted_entropy(v: torch.Tensor) -> torch.Tensor:
 
 #: Below this many logits per side, op dispatch dominates memory traffic: KD then uses the
 #: usual autograd graph, and the entropies one stacked no-grad pass (see ``_kd_small``).
-STACK_BELOW = 1 << 16
+STACK_BELOW = 1 << 15
 
 #: Logits per side in one block of rows on CPU (512 KiB of float32: the temporaries stay in
 #: cache); other devices use :data:`CHUNK_ELEMS_ACCEL`, which only bounds temporary memory.
@@ -309,17 +309,25 @@ def _kd_stacked(s, t, temperature, entropy_temperature):
     return kl.mul_(temperature * temperature), p[0].sub_(p[1]), h.clamp_(0.0, math.log(s.shape[-1]))
 
 
-class _WeightedKDSmall(torch.autograd.Function):
+class _WeightedKD(torch.autograd.Function):
     """``sum_n w_n T^2 KL_n / D`` in a single autograd node, with ``w = weigh(H_S, H_T)``
-    detached; the scaled gradient ``T w_n (q_n - p_n) / D`` is formed in the forward. The
-    detached per-item values go to ``sink`` (a list), which spares an output per tensor."""
+    detached; the scaled gradient ``T w_n (q_n - p_n) / D`` is formed in the forward (the
+    stacked pass for small inputs, blocks of rows otherwise). The detached per-item values go
+    to ``sink`` (a list), which spares an output per tensor."""
 
     @staticmethod
     def forward(ctx, s, t, temperature, entropy_temperature, weigh, denom, sink):
-        kl, grad, h = _kd_stacked(s, t, temperature, entropy_temperature)
-        w = weigh(h[0], h[1])
+        if s.numel() < STACK_BELOW:
+            kl, grad, h = _kd_stacked(s, t, temperature, entropy_temperature)
+            hs, ht = h
+        else:
+            kl, grad, hs, ht = _over_blocks(
+                _kd_block, s, t, None, temperature, entropy_temperature, with_entropies=True
+            )
+            kl = kl.clamp_min_(0.0).mul_(temperature * temperature)
+        w = weigh(hs, ht)
         ctx.save_for_backward(grad.mul_((w * (temperature / denom)).unsqueeze(1)))
-        sink.extend((kl, w, h))
+        sink.extend((kl, w, hs, ht))
         return torch.dot(kl, w).div_(denom)
 
     @staticmethod
@@ -328,14 +336,13 @@ class _WeightedKDSmall(torch.autograd.Function):
         return grad * grad_loss, None, None, None, None, None, None
 
 
-def weighted_kd_small(s, t, temperature, entropy_temperature, weigh, denom):
-    """EA-KD on small 2-D float32 logits in one node: ``(loss, per-item KD, w, (H_S, H_T))``.
+def weighted_kd(s, t, temperature, entropy_temperature, weigh, denom):
+    """EA-KD on 2-D float32 logits in one autograd node: ``(loss, per-item KD, w, H_S, H_T)``.
 
     ``weigh(h_s, h_t)`` gives the detached weights, ``denom`` the mean's denominator.
     """
     sink: list[torch.Tensor] = []
-    loss = _WeightedKDSmall.apply(
+    loss = _WeightedKD.apply(
         s, t.detach(), float(temperature), float(entropy_temperature), weigh, float(denom), sink
     )
-    kl, w, h = sink
-    return loss, kl, w, h
+    return (loss, *sink)

@@ -7,9 +7,8 @@ import torch
 from ...core.reduction import reduce
 from ..base import DistillationLoss, finish, prepare_logits, unflatten
 from ..registry import register_loss
-from . import _fused
 from ._common import as_rows, kl_rows, log_softmax_t
-from ._fused import kd_rows, weighted_kd_small
+from ._fused import kd_rows, weighted_kd
 
 __all__ = ["KDLoss", "kd_loss", "kd_per_item"]
 
@@ -93,23 +92,15 @@ class KDLoss(DistillationLoss):
             entropy_temperature=entropy_temperature,
         )
 
-    def weighted_small(
+    def weighted_loss(
         self, student_logits, teacher_logits, target, entropy_temperature, weigh, denom
     ):
         s, t, _ = prepare_logits(student_logits, teacher_logits)
-        if (
-            self.standardize
-            or s.dim() != 2
-            or s.dtype != torch.float32
-            or t.dtype != torch.float32
-            or s.numel() >= _fused.STACK_BELOW
-        ):
+        if self.standardize or s.dim() != 2 or s.dtype != torch.float32 or t.dtype != s.dtype:
             return None
-        loss, per, w, h = weighted_kd_small(
-            s, t, self.temperature, entropy_temperature, weigh, denom
-        )
-        finish(per, student_logits, teacher_logits)
-        return loss, per, w, h
+        out = weighted_kd(s, t, self.temperature, entropy_temperature, weigh, denom)
+        finish(out[1], student_logits, teacher_logits)
+        return out
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, standardize={self.standardize}"
