@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
@@ -249,3 +254,36 @@ def test_student_cut_from_teacher_layers_trains_with_full_logits(tiny_models, do
     assert result["steps"] == 1 and result["history"][0]["ce"] > 0
     model = load_causal_lm(tmp_path / "cut" / "final")
     assert model.config.num_hidden_layers == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux")
+@pytest.mark.parametrize("chunk_size", [16, None], ids=["chunked", "full-logits"])
+def test_two_ddp_processes_match_one_process(tiny_models, dolly_file, tmp_path, chunk_size):
+    """torchrun with 2 CPU processes (gloo, through Accelerate) reaches the student weights of
+    one process with the same global batch: the token-mean over the whole step (all
+    micro-batches, all ranks) keeps sequence-level EA-KD exact under data parallelism."""
+    single = _config(tiny_models, dolly_file, tmp_path / "one", batch_size=2, save_every_steps=0)
+    multi = _config(tiny_models, dolly_file, tmp_path / "two", batch_size=1, save_every_steps=0)
+    for cfg in (single, multi):
+        cfg["eval"]["datasets"] = {}
+        cfg["loss"]["chunk_size"] = chunk_size
+    train(single, quiet=True)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(multi))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).parents[2] / "src"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "eakd.cli", "llm", "train", str(path), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    one = load_causal_lm(tmp_path / "one" / "final").state_dict()
+    two = load_causal_lm(tmp_path / "two" / "final").state_dict()
+    start = load_causal_lm(tiny_models["student"]).state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in one.items())  # training moved them
+    for k, v in one.items():
+        torch.testing.assert_close(two[k], v, rtol=1e-4, atol=1e-5)

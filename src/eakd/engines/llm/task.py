@@ -59,6 +59,13 @@ def count_items(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).sum()
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP / Accelerate wrappers (which keep it as ``.module``)."""
+    while isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return model
+
+
 class DistillationObjective(nn.Module):
     """Computes the loss of one micro-batch; the teacher is frozen and kept in eval mode.
 
@@ -81,7 +88,10 @@ class DistillationObjective(nn.Module):
                 f"loss.granularity must be 'token' or 'sequence', got {config.granularity!r}"
             )
         self.config = config
-        self.student = student if isinstance(student, CausalLMHidden) else CausalLMHidden(student)
+        # a CausalLMHidden may arrive wrapped by DDP / Accelerate: keep the wrapper on the path
+        self.student = (
+            student if isinstance(_unwrap(student), CausalLMHidden) else (CausalLMHidden(student))
+        )
         self.teacher = teacher
         if config.kd_ratio > 0:
             if teacher is None:
@@ -122,10 +132,7 @@ class DistillationObjective(nn.Module):
             )
 
     def _inner(self) -> nn.Module:
-        model = self.student
-        while hasattr(model, "module"):  # DDP / accelerate wrappers
-            model = model.module
-        return model.model
+        return _unwrap(self.student).model
 
     def train(self, mode: bool = True):
         super().train(mode)
