@@ -66,6 +66,20 @@ def test_each_method_trains_and_writes_its_files(tmp_path, method, ea):
     assert (run / "entropies" / "student_epoch0002.pt").exists()
 
 
+@pytest.mark.parametrize("method", ["kd", "dkd"])
+def test_bf16_autocast_on_cpu_trains_with_ea(tmp_path, method):
+    """train.amp=bf16 on CPU: bf16 logits take the per-item EA path and training still learns;
+    fp16 on CPU is refused with the fix."""
+    loss = {"dkd": {"beta": 2.0}}.get(method, {})
+    cfg = make_cfg(tmp_path, method={"name": method, "loss": loss}, train={"amp": "bf16"})
+    res = train(cfg, quiet=True)
+    assert all(h["train_loss"] == h["train_loss"] for h in res["history"])  # no NaN
+    assert res["best_top1"] > 10.0  # above chance (10 classes)
+    bad = make_cfg(tmp_path / "fp16", train={"amp": "fp16"})
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device; use amp=bf16"):
+        train(bad, quiet=True)
+
+
 def test_resume_continues_exactly(tmp_path, monkeypatch):
     full = make_cfg(tmp_path / "a", train={"epochs": 3})
     res_full = train(full, quiet=True)
