@@ -84,3 +84,31 @@ def test_a_command_leaves_the_process_group_it_joined(tmp_path, argv, capsys):
     assert dist.is_initialized()
     main(argv)
     assert not dist.is_initialized()
+
+
+def test_eval_and_sweep_commands_on_a_tiny_run(tmp_path, capsys):
+    """``eakd sweep`` writes its tables; ``eakd eval`` on a run's checkpoint defaults to the
+    run's dataset, options and model kwargs and reproduces the run's recorded top-1."""
+    pytest.importorskip("mnist1d")
+    import json
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parent / "engines"))
+    from tiny_models import tiny_config
+
+    cfg = tiny_config(tmp_path, tmp_path / "cache", "cli", student={"kwargs": {"width": 6}})
+    path = tmp_path / "cfg.yaml"
+    path.write_text("# eakd sweep cfg.yaml\n" + yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--seeds", "1", "--grid", "method=kd,ea_kd"]) == 0
+    out = capsys.readouterr().out
+    assert "EA-KD" in out or "ea_kd" in out
+    sweep_dir = tmp_path / "runs" / "cli"
+    assert (sweep_dir / "sweep.md").is_file() and (sweep_dir / "sweep.csv").is_file()
+    run = sweep_dir / "ea_kd" / "seed0"
+    best = json.loads((run / "results.json").read_text())["best_top1"]
+    assert main(["eval", str(run / "checkpoints" / "best.pt")]) == 0
+    line = capsys.readouterr().out
+    assert f"top-1 {best:.2f}%" in line and "(100 samples)" in line
+    assert main(["sweep", str(path), "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("eval", help="evaluate a checkpoint on a dataset")
     p.add_argument("checkpoint", help="a checkpoint written by eakd train, or any {'model': sd}")
-    p.add_argument("--data", required=True, help="dataset name (see eakd list)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset name (see eakd list); default: the run's, with its root and options",
+    )
     p.add_argument("--root", default=None, help="dataset folder")
     p.add_argument("--model", default=None, help="architecture (read from eakd checkpoints)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -81,20 +85,32 @@ def _eval(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     meta = torch.load(path, map_location="cpu", weights_only=False)
-    arch = args.model or (meta.get("arch") if isinstance(meta, dict) else None)
+    meta = meta if isinstance(meta, dict) else {}
+    arch = args.model or meta.get("arch")
     if not arch:
         raise ValueError(f"{path} does not record its architecture; pass --model NAME")
-    options = {}
+    # an eakd checkpoint records its run's config: its model kwargs, and its dataset (name,
+    # root, options) as the default, so the test split is the one the run was scored on
+    run = meta.get("config") or {}
+    run_data = run.get("data") or {}
+    name = args.data or run_data.get("name")
+    if not name:
+        raise ValueError(f"{path} does not record its dataset; pass --data NAME")
+    same = name == run_data.get("name")
+    options = dict(run_data.get("options") or {}) if same else {}
     for item in args.option:
         keys, value = parse_override(item)
         options[".".join(keys)] = value
-    ds = build_dataset(args.data, args.root, "test", **options)
-    model = build_model(arch, num_classes=ds.info.num_classes)
+    root = args.root if args.root is not None else (run_data.get("root") if same else None)
+    ds = build_dataset(name, root, "test", **options)
+    student = run.get("student") or {}
+    kwargs = (student.get("kwargs") or {}) if student.get("name") == arch else {}
+    model = build_model(arch, num_classes=ds.info.num_classes, **kwargs)
     load_checkpoint(model, path)
     device = resolve_device(args.device)
     res = evaluate(model.to(device), build_loader(ds, args.batch_size, False), device)
     print(
-        f"{arch} on {args.data} ({res['count']} samples): top-1 {res['top1']:.2f}%, "
+        f"{arch} on {name} ({res['count']} samples): top-1 {res['top1']:.2f}%, "
         f"top-5 {res['top5']:.2f}%, loss {res['loss']:.4f}"
     )
     return 0
