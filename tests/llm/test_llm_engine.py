@@ -287,3 +287,16 @@ def test_two_ddp_processes_match_one_process(tiny_models, dolly_file, tmp_path, 
     assert any(not torch.equal(start[k], v) for k, v in one.items())  # training moved them
     for k, v in one.items():
         torch.testing.assert_close(two[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_cli_eval_prints_rouge_l_per_dataset(tiny_models, dolly_file, tmp_path, capsys):
+    from eakd.cli.main import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(_config(tiny_models, dolly_file, tmp_path / "run")))
+    argv = ["llm", "eval", str(path), "eval.seeds=[3]", "--checkpoint", str(tiny_models["student"])]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "Rouge-L" in out
+    assert main(["llm", "eval", str(path)]) == 2  # no trained model in output_dir yet
+    assert "checkpoint not found" in capsys.readouterr().err
