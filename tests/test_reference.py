@@ -276,3 +276,15 @@ def test_one_node_path_backward_twice_and_fallbacks():
     double = EntropyAdaptive(build_loss("kd"))(s.double(), z.double())
     assert "WeightedKD" not in type(double.grad_fn).__name__
     torch.testing.assert_close(double.float(), out)
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd"])
+def test_fused_paths_refuse_double_backward(name, kd_path):
+    """The closed-form gradients are constants of the forward: a second-order gradient through
+    them would be silently wrong, so it raises instead."""
+    s, z, y = _pair((6, 5))
+    loss = EntropyAdaptive(build_loss(name))(s, z, y)
+    # the upstream gradient depends on s, so the first-order gradient has a graph
+    (g,) = torch.autograd.grad(loss * s.sum(), s, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.square().sum().backward()

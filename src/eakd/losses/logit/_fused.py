@@ -14,7 +14,7 @@ Written for the hot path of EA-KD, where every pass over the ``(N, C)`` logits c
   ``(N, C)`` buffers (page faults, cache misses) are what costs most on CPU;
 * the closed-form gradient is stored, so the backward is a single multiply.
 
-Teacher logits never receive a gradient. Double backward is not supported.
+Teacher logits never receive a gradient. Double backward is not supported: it raises.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = ["dkd_rows", "kd_rows"]
 
@@ -179,6 +180,7 @@ class _KDRows(torch.autograd.Function):
         return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out, _gh1, _gh2):
         return _scaled_grad(ctx, grad_out), None, None, None
 
@@ -215,6 +217,7 @@ class _DKDRows(torch.autograd.Function):
         return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out, _gh1, _gh2):
         return _scaled_grad(ctx, grad_out), None, None, None, None, None, None
 
@@ -331,6 +334,7 @@ class _WeightedKD(torch.autograd.Function):
         return torch.dot(kl, w).div_(denom)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
         return grad * grad_loss, None, None, None, None, None, None

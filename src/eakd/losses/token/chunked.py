@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from ...core.validation import check_finite
 from ...core.weights import WEIGHT_KINDS, resolve_max_entropy, weights_from_entropies
@@ -216,6 +217,7 @@ class _ChunkedFunction(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         grads = []
         for g, present, dtype in zip(ctx.saved_tensors, ctx.present, ctx.dtypes, strict=True):
