@@ -65,6 +65,11 @@ class ModelConfig:
         min_size, max_size: the resize of :class:`GeneralizedRCNNTransform`; several
             ``min_size`` values give multi-scale training (one drawn per batch).
         representation_size: width of the two-FC box head.
+        stride_in_1x1: MSRA-style ResNet bottlenecks (Detectron2's model-zoo backbones): a
+            stage's stride on the first block's 1x1 conv instead of its 3x3.
+        roi_align_aligned: RoIAlign with the half-pixel offset (Detectron2's ``ROIAlignV2``).
+            Both are needed for a Detectron2 model-zoo ``checkpoint`` (``model_final_*.pkl``),
+            which is converted on load (see :mod:`eakd.engines.detection.detectron2`).
     """
 
     backbone: str = "resnet50"
@@ -90,6 +95,8 @@ class ModelConfig:
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
+    stride_in_1x1: bool = False
+    roi_align_aligned: bool = False
 
     def validate(self, what: str = "model", check_files: bool = True) -> None:
         """Raise ``ValueError`` naming the field for a value that cannot build a detector
@@ -220,6 +227,8 @@ def build_detector(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1 (without background), got {num_classes}")
     net = _classifier(cfg)
+    if cfg.stride_in_1x1:
+        _move_stride_to_1x1(net, cfg.backbone)
     if cfg.backbone in RESNETS:
         body, return_layers, in_channels = _resnet_fpn(cfg, net)
         default_anchors = [[32], [64], [128], [256], [512]]
@@ -258,9 +267,31 @@ def build_detector(cfg: ModelConfig, num_classes: int) -> nn.Module:
         box_batch_size_per_image=cfg.box_batch_size_per_image,
         box_positive_fraction=cfg.box_positive_fraction,
     )
+    if cfg.roi_align_aligned:
+        from .detectron2 import AlignedMultiScaleRoIAlign
+
+        pool = model.roi_heads.box_roi_pool
+        model.roi_heads.box_roi_pool = AlignedMultiScaleRoIAlign(
+            pool.featmap_names, pool.output_size, pool.sampling_ratio
+        )
     if cfg.checkpoint is not None:
         load_detector_weights(model, cfg.checkpoint)
     return model
+
+
+def _move_stride_to_1x1(net: nn.Module, name: str) -> None:
+    """MSRA-style bottlenecks: the stride of each stage's first block on its 1x1 conv."""
+    layers = [getattr(net, f"layer{k}", None) for k in (2, 3, 4)]
+    if name not in RESNETS or any(
+        layer is None or not hasattr(layer[0], "conv3") for layer in layers
+    ):
+        raise ValueError(
+            f"stride_in_1x1 applies to bottleneck ResNets (resnet50/101/152, resnext, "
+            f"wide_resnet), not {name}"
+        )
+    for layer in layers:
+        block = layer[0]
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
 def num_detector_classes(model: nn.Module) -> int:
@@ -292,7 +323,7 @@ def load_detector_weights(model: nn.Module, path: str | os.PathLike) -> None:
     trainer checkpoints. BatchNorm's ``num_batches_tracked`` may be absent (FrozenBatchNorm
     checkpoints). A box predictor of another class count raises ``ValueError`` naming both counts.
     """
-    state = _strip_prefixes(read_state_dict(path))
+    state = _detectron2_or_plain(model, path)
     key = "roi_heads.box_predictor.cls_score.weight"
     if key in state:
         have, want = state[key].shape[0], num_detector_classes(model)
@@ -316,3 +347,27 @@ def load_detector_weights(model: nn.Module, path: str | os.PathLike) -> None:
             f"unexpected keys; first missing {missing[:5]}, first unexpected {unexpected[:5]}): "
             "check the backbone name, fpn_channels, representation_size and returned_layers"
         )
+
+
+def _detectron2_or_plain(model: nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The checkpoint's state dict in this engine's layout: Detectron2 files (a model-zoo
+    ``.pkl``, or Detectron2 key names) are converted, after checking that ``model`` was built
+    with Detectron2's conventions."""
+    from . import detectron2
+
+    if os.fspath(path).endswith(".pkl"):
+        state = detectron2.read_detectron2_weights(path)
+    else:
+        state = _strip_prefixes(read_state_dict(path))
+    if not detectron2.is_detectron2_state(state):
+        return state
+    body = model.backbone.body
+    block = getattr(body, "layer2", [None])[0]
+    aligned = isinstance(model.roi_heads.box_roi_pool, detectron2.AlignedMultiScaleRoIAlign)
+    msra = block is not None and hasattr(block, "conv3") and block.conv1.stride == (2, 2)
+    if not (aligned and msra):
+        raise ValueError(
+            f"{path} is a Detectron2 checkpoint: build this model with stride_in_1x1: true and "
+            "roi_align_aligned: true (Detectron2's MSRA ResNet and ROIAlignV2) to load it"
+        )
+    return detectron2.convert_detectron2_state(state, tuple(model.transform.image_std))
