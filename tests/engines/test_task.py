@@ -88,8 +88,13 @@ def test_ctkd_temperature_is_trainable_and_scheduled():
 
 @pytest.mark.parametrize("official", [True, False])
 @pytest.mark.parametrize("ea", [False, True])
-def test_mld_objective(official, ea):
-    task = _task("mld", ea=ea, ce_weight=0.1, kd_weight=0.9, mld_official=official)
+@pytest.mark.parametrize("ls", [False, True], ids=["mld", "mld+ls"])
+def test_mld_objective(official, ea, ls):
+    """MLD (and MLD+LS: standardised logits in every KD_T term, raw ones in the class/batch
+    consistency terms, METHODS.md 5.4.5) against the terms written out."""
+    task = _task(
+        "mld", ea=ea, ce_weight=0.1, kd_weight=0.9, mld_official=official, loss={"standardize": ls}
+    )
     weak, strong = torch.randn(8, 8), torch.randn(8, 8)
     y = torch.randint(0, 5, (8,))
     out = task((weak, strong, y))
@@ -99,7 +104,8 @@ def test_mld_objective(official, ea):
     temps = (4.0, 3.0, 5.0, 2.0, 6.0)
 
     def inst(s, t, ts, factor=1.0):
-        per = sum(build_loss("kd", temperature=k)(s, t, reduction="none") for k in ts) * factor
+        kd_t = [build_loss("kd", temperature=k, standardize=ls) for k in ts]
+        per = sum(loss(s, t, reduction="none") for loss in kd_t) * factor
         w = eakd.ea_weights(s, t, 3.0) if ea else torch.ones(8)
         return (per * w).mean()
 

@@ -300,3 +300,21 @@ def test_cli_eval_prints_rouge_l_per_dataset(tiny_models, dolly_file, tmp_path, 
     assert "tiny" in out and "Rouge-L" in out
     assert main(["llm", "eval", str(path)]) == 2  # no trained model in output_dir yet
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_per_dataset_example_caps(tiny_models, dolly_file, tmp_path):
+    """eval.max_examples caps every set; eval.dataset_max_examples caps named ones (UnNI's
+    first 10k in the paper's setting); a cap for a set that is not evaluated is refused."""
+    cfg = _config(tiny_models, dolly_file, tmp_path)
+    cfg["eval"].update(
+        checkpoint=str(tiny_models["student"]),
+        datasets={"a": str(dolly_file), "b": str(dolly_file)},
+        dataset_max_examples={"b": 2},
+        seeds=[1],
+    )
+    result = evaluate(cfg, quiet=True)
+    assert result["datasets"]["a"]["examples"] == 3  # eval.max_examples
+    assert result["datasets"]["b"]["examples"] == 2
+    cfg["eval"]["dataset_max_examples"] = {"c": 5}
+    with pytest.raises(ValueError, match=r"names \['c'\], which are not in eval.datasets"):
+        evaluate(cfg, quiet=True)

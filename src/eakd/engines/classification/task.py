@@ -99,8 +99,9 @@ class ClassificationTask(nn.Module):
             self.distill_strong_extra = None
             if method.mld_official:  # the released code takes T = 2, 6 of the strong term weak
                 temps = self.distill.temperatures
-                self.distill_strong = build_loss("mld", temperatures=temps[:3])
-                self.distill_strong_extra = build_loss("mld", temperatures=temps[3:])
+                same = {k: v for k, v in loss_kw.items() if k != "temperatures"}  # e.g. LS
+                self.distill_strong = build_loss("mld", temperatures=temps[:3], **same)
+                self.distill_strong_extra = build_loss("mld", temperatures=temps[3:], **same)
             batch_kw = {"temperatures": loss_kw["temperatures"], "confidence_mask": mode}
             self.class_term = build_loss("mld_class", **batch_kw)
             self.batch_term = build_loss("mld_batch", **batch_kw)

@@ -12,8 +12,8 @@ in key names and in four conventions, each handled here or by a :class:`ModelCon
   The teacher then reads the student's preprocessed batch, as the distiller requires.
 * **Stride placement.** MSRA ResNets put a stage's stride on the first bottleneck's 1x1 conv
   (``ModelConfig.stride_in_1x1: true``); torchvision puts it on the 3x3.
-* **RoIAlign.** Detectron2's ``ROIAlignV2`` samples with the half-pixel offset
-  (``ModelConfig.roi_align_aligned: true``).
+* **RoIAlign.** Detectron2's ``ROIAlignV2`` samples with the half-pixel offset and an
+  adaptive grid, sampling ratio 0 (``ModelConfig.roi_align_aligned: true``).
 * **Classes.** Detectron2 puts background last (index K) and has class-specific box deltas for
   the K object classes only; torchvision puts background first. The classifier rows are
   rotated and zero deltas are inserted for background. Detectron2 numbers COCO's categories

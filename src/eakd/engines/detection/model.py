@@ -67,7 +67,8 @@ class ModelConfig:
         representation_size: width of the two-FC box head.
         stride_in_1x1: MSRA-style ResNet bottlenecks (Detectron2's model-zoo backbones): a
             stage's stride on the first block's 1x1 conv instead of its 3x3.
-        roi_align_aligned: RoIAlign with the half-pixel offset (Detectron2's ``ROIAlignV2``).
+        roi_align_aligned: RoIAlign with the half-pixel offset and an adaptive sampling grid
+            (Detectron2's ``ROIAlignV2`` box pooler, ``POOLER_SAMPLING_RATIO: 0``).
             Both are needed for a Detectron2 model-zoo ``checkpoint`` (``model_final_*.pkl``),
             which is converted on load (see :mod:`eakd.engines.detection.detectron2`).
     """
@@ -270,9 +271,10 @@ def build_detector(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.roi_align_aligned:
         from .detectron2 import AlignedMultiScaleRoIAlign
 
+        # Detectron2's box pooler: ROIAlignV2 with an adaptive sampling grid (ratio 0)
         pool = model.roi_heads.box_roi_pool
         model.roi_heads.box_roi_pool = AlignedMultiScaleRoIAlign(
-            pool.featmap_names, pool.output_size, pool.sampling_ratio
+            pool.featmap_names, pool.output_size, sampling_ratio=0
         )
     if cfg.checkpoint is not None:
         load_detector_weights(model, cfg.checkpoint)

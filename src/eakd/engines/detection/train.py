@@ -427,7 +427,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
                 losses = model(images, targets)
             loss = losses["loss"]
             if not torch.isfinite(loss.detach()):
-                terms = {k: float(v) for k, v in losses.items()}
+                terms = {k: float(v.detach()) for k, v in losses.items()}
                 last = f"{last_path} (iteration {saved_at})" if saved_at is not None else "none"
                 raise FloatingPointError(
                     f"non-finite loss at iteration {it + 1}: {terms}; stopped without writing; "

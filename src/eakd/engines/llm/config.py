@@ -97,11 +97,14 @@ class TrainConfig:
 @dataclass
 class EvalConfig(GenerationConfig):
     """``datasets`` maps a name to a Dolly-format JSONL file (e.g. dolly, self_inst, vicuna,
-    sinst, uinst); ``checkpoint`` defaults to ``<output_dir>/best`` (else ``final``)."""
+    sinst, uinst); ``checkpoint`` defaults to ``<output_dir>/best`` (else ``final``).
+    ``max_examples`` caps every dataset (the first examples of each file);
+    ``dataset_max_examples`` caps single ones (MiniLLM/DistiLLM score UnNI on its first 10k)."""
 
     checkpoint: str | None = None
     datasets: dict[str, str] = field(default_factory=dict)
     max_examples: int | None = None
+    dataset_max_examples: dict[str, int] = field(default_factory=dict)
     output: str | None = None
 
 
@@ -120,6 +123,12 @@ def bind_config(data: dict[str, Any] | LLMConfig) -> LLMConfig:
     if isinstance(data, LLMConfig):
         return data
     cfg = from_dict(LLMConfig, data)
+    stray = sorted(set(cfg.eval.dataset_max_examples) - set(cfg.eval.datasets))
+    if stray:
+        raise ValueError(
+            f"eval.dataset_max_examples names {stray}, which are not in eval.datasets "
+            f"({sorted(cfg.eval.datasets)})"
+        )
     if cfg.loss.chunk_size is not None and cfg.loss.chunk_size < 1:
         raise ValueError(f"loss.chunk_size must be a positive integer or null, got {cfg.loss}")
     if cfg.train.gradient_accumulation_steps < 1 or cfg.train.batch_size < 1:

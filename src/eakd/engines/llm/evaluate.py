@@ -92,8 +92,8 @@ def evaluate_rouge(
 ) -> dict:
     """Rouge-L per dataset (mean and std over seeds) and the average over datasets.
 
-    Returns ``{"datasets": {name: {"mean", "std", "per_seed": {seed: score}}}, "average",
-    "seeds", "samples": {name: first few (prompt, prediction, reference)}}``.
+    Returns ``{"datasets": {name: {"mean", "std", "per_seed": {seed: score}, "examples"}},
+    "average", "seeds", "samples": {name: first few (prompt, prediction, reference)}}``.
     """
     seeds = list(seeds if seeds is not None else config.seeds)
     if not seeds:
@@ -117,6 +117,7 @@ def evaluate_rouge(
             "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             "per_seed": per_seed,
+            "examples": len(examples),
         }
     means = [d["mean"] for d in result["datasets"].values()]
     result["average"] = statistics.fmean(means) if means else math.nan

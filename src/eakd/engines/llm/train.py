@@ -320,7 +320,8 @@ def evaluate(
     if not e.datasets:
         raise ValueError("eval.datasets is empty: map names to Dolly-format JSONL files")
     datasets = {
-        name: load_instructions(p, e.max_examples) for name, p in sorted(e.datasets.items())
+        name: load_instructions(p, e.dataset_max_examples.get(name, e.max_examples))
+        for name, p in sorted(e.datasets.items())
     }
     model = load_causal_lm(path, dtype=cfg.model.dtype, what="checkpoint")
     tokenizer = load_tokenizer(path)

@@ -205,7 +205,10 @@ class MLDLoss(DistillationLoss):
         )
 
     def extra_repr(self) -> str:
-        return f"temperatures={self.temperatures}, confidence_mask={self.confidence_mask!r}"
+        return (
+            f"temperatures={self.temperatures}, confidence_mask={self.confidence_mask!r}, "
+            f"standardize={self.standardize}"
+        )
 
 
 class _BatchTerm(DistillationLoss):
