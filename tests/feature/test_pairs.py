@@ -60,3 +60,40 @@ def test_pair(teacher_name, student_name):
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
     assert all(p.grad is not None for p in fcfd.parameters())
     assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "last_channels", "before_relu"),
+    [
+        ("vgg8", 512, True),
+        ("vgg13", 512, True),
+        ("MobileNetV2", 1280, True),
+        ("ShuffleV2", 1024, False),
+    ],
+)
+def test_fcfd_stage_split_follows_fcfd_released_models(name, last_channels, before_relu):
+    """FCFD's own split (``fcfd_stage``/``fcfd_head``) where it differs from ``feats``: VGG and
+    MobileNetV2 stages end before their ReLU, MobileNetV2 and ShuffleV2 run their final 1x1
+    conv in the last stage; chaining it gives the model's logits."""
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = []
+    h = x
+    for i in range(model.num_stages):
+        h = model.fcfd_stage(i, h)
+        maps.append(h)
+    logits, pooled = model.fcfd_head(h)
+    ref_logits, feats = model(x)
+    torch.testing.assert_close(logits, ref_logits)
+    torch.testing.assert_close(pooled, feats["pooled_feat"])
+    assert maps[-1].shape[1] == last_channels
+    assert bool((maps[0] < 0).any()) == (name != "ShuffleV2")  # stems before their ReLU
+    for m in maps[1:-1]:
+        assert bool((m < 0).any()) == before_relu
+    if name in ("MobileNetV2", "ShuffleV2"):  # the paper's pairs bridge from those channels
+        teacher = build_model("vgg13" if name == "MobileNetV2" else "resnet32x4", num_classes=10)
+        fcfd = FCFDLoss(model, teacher)
+        bridge = fcfd.to_teacher[str(model.num_stages - 1)]
+        conv = next(m for m in bridge.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+        assert conv.in_channels == last_channels

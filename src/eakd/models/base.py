@@ -11,6 +11,11 @@ Besides ``forward``, each model can run one stage at a time (``forward_stage(i, 
 ``feats["feats"][i]`` from ``feats["feats"][i - 1]``, or from the image when ``i == 0``) and the
 head alone (``forward_head(x) -> (logits, pooled)`` from the last stage output). Feature methods
 that splice two networks together stage by stage (FCFD's bridges) need exactly that.
+
+Where FCFD's released models split a network differently from ``feats``, the model also has
+``fcfd_stage(i, x)`` / ``fcfd_head(x)`` with FCFD's split, which FCFD uses instead: VGG and
+MobileNetV2 stages end before their last ReLU (FCFD's ``beforerelu``), and MobileNetV2 and
+ShuffleV2 run their final 1x1 conv in the last stage.
 """
 
 from __future__ import annotations

@@ -161,6 +161,18 @@ class FCFDOutput:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _run_stage(net: nn.Module, index: int, x: torch.Tensor) -> torch.Tensor:
+    """Stage ``index`` in FCFD's split: ``fcfd_stage`` where the model defines FCFD's own
+    (see :mod:`eakd.models.base`), else ``forward_stage``."""
+    stage = getattr(net, "fcfd_stage", None) or net.forward_stage
+    return stage(index, x)
+
+
+def _run_head(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    head = getattr(net, "fcfd_head", None) or net.forward_head
+    return head(x)
+
+
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [
         m
@@ -184,10 +196,10 @@ def _stage_info(model: nn.Module, input_size: int):
         outs = []
         for i in range(m.num_stages):
             groups.append([])
-            x = m.forward_stage(i, x)
+            x = _run_stage(m, i, x)
             outs.append(x)
         groups.append([])
-        m.forward_head(x)
+        _run_head(m, x)
         return outs
 
     try:
@@ -243,7 +255,9 @@ class FCFDLoss(nn.Module):
             (default the KL terms; the paper does not say, METHODS.md 8.3).
         teacher_bn: ``"batch"``: during training the teacher's BatchNorm layers normalise with
             batch statistics, as FCFD's teacher left in train mode does, while their running
-            statistics stay untouched; ``"running"``: the teacher's running statistics.
+            statistics stay untouched; ``"running"``: the teacher's own forward uses its
+            running statistics. Either way, the teacher stages of mixed paths normalise with
+            their path's own statistics (batch statistics while training).
         bridge_activation: ``"auto"`` appends LeakyReLU(0.1) to a bridge when the target
             network's map at that stage is non-negative (post-ReLU, FCFD's "afterrelu");
             ``"leaky_relu"`` always; ``"none"`` never.
@@ -466,7 +480,7 @@ class FCFDLoss(nn.Module):
     def _stages(net: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
         for i in range(net.num_stages):
-            x = net.forward_stage(i, x)
+            x = _run_stage(net, i, x)
             outs.append(x)
         return outs
 
@@ -499,9 +513,9 @@ class FCFDLoss(nn.Module):
 
         with torch.no_grad(), self._teacher_statistics():
             t_maps = self._stages(teacher, images)
-            t_logits = teacher.forward_head(t_maps[-1])[0].detach()
+            t_logits = _run_head(teacher, t_maps[-1])[0].detach()
         s_maps = self._stages(student, images)
-        s_logits = student.forward_head(s_maps[-1])[0]
+        s_logits = _run_head(student, s_maps[-1])[0]
 
         # maps in the teacher's space per stage: the bridged student map first, then mixed paths'
         in_teacher = {i: [self.to_teacher[str(i)](s_maps[i])] for i in range(1, n)}
@@ -515,9 +529,9 @@ class FCFDLoss(nn.Module):
             for i in range(k, n):
                 net = self._nets[p[i]]
                 with self._path_statistics(p[: i + 1]):
-                    x = net.forward_stage(i, x)
+                    x = _run_stage(net, i, x)
                     if i == n - 1:
-                        path_logits[path_name(p)] = net.forward_head(x)[0]
+                        path_logits[path_name(p)] = _run_head(net, x)[0]
                 if p[i] == TEACHER:
                     in_teacher[i].append(x)
 

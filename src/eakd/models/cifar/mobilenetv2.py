@@ -105,6 +105,21 @@ class MobileNetV2(FeatureModel):
         pooled = global_pool(self.conv2(x))
         return self.classifier(pooled), pooled
 
+    def fcfd_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """FCFD's split: the stem ends before its ReLU (which opens stage 1), and the last
+        stage runs the final 1x1 conv + BN, also before its ReLU."""
+        self._check_stage(index)
+        if index == 0:
+            return self.conv1[1](self.conv1[0](x))
+        x = self.stage_with_preact(index, torch.relu(x) if index == 1 else x)[0]
+        if index == self.num_stages - 1:
+            x = self.conv2[1](self.conv2[0](x))
+        return x
+
+    def fcfd_head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = global_pool(torch.relu(x))
+        return self.classifier(pooled), pooled
+
     def get_stage_channels(self) -> list[int]:
         return list(self.stage_channels)
 

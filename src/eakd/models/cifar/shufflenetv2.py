@@ -134,6 +134,15 @@ class ShuffleNetV2(FeatureModel):
         pooled = global_pool(F.relu(self.bn2(self.conv2(x))))
         return self.linear(pooled), pooled
 
+    def fcfd_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """FCFD's split: the last stage runs the final 1x1 conv + BN + ReLU."""
+        x = self.forward_stage(index, x)
+        return F.relu(self.bn2(self.conv2(x))) if index == self.num_stages - 1 else x
+
+    def fcfd_head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = global_pool(x)
+        return self.linear(pooled), pooled
+
     def get_stage_channels(self) -> list[int]:
         return list(self.stage_channels)
 

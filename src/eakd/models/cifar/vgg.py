@@ -87,6 +87,16 @@ class VGG(FeatureModel):
         pooled = global_pool(x)
         return self.classifier(pooled), pooled
 
+    def fcfd_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """FCFD's split: each stage ends before its ReLU, which opens the next stage."""
+        self._check_stage(index)
+        if index == 0:
+            return self.block0(x)
+        return self.stage_with_preact(index, F.relu(x))[1]
+
+    def fcfd_head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_head(F.relu(x))
+
     def get_stage_channels(self) -> list[int]:
         return list(self.stage_channels)
 
