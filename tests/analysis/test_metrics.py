@@ -134,11 +134,20 @@ def test_calinski_harabasz_matches_scikit_learn():
         calinski_harabasz(pts, [0, 0, 0, 0])
 
 
-def test_area_below_counts_cells():
+def test_area_below_is_the_trapezoid_rule_on_the_indicator():
     xs = np.linspace(-1, 1, 5)  # spacing 0.5
     surface = np.add.outer(xs**2, xs**2)  # x^2 + y^2
-    # points with x^2 + y^2 < 0.6: the centre and its 4 neighbours at 0.25, 4 corners at 0.5
+    # points with x^2 + y^2 < 0.6: the centre and its 4 neighbours at 0.25, 4 corners at 0.5,
+    # all interior points of the 5 x 5 grid, each standing for a full 0.5 x 0.5 cell
     assert area_below(surface, 0.6, xs, xs) == pytest.approx(9 * 0.25)
     assert area_below(surface, -1.0, xs, xs) == 0.0
+    # a surface entirely below the level covers exactly the grid's [-1, 1]^2 = 4
+    assert area_below(surface, 10.0, xs, xs) == pytest.approx(4.0)
+    # a single edge point: half a cell; a single corner: a quarter
+    one = np.full((5, 5), 9.0)
+    one[0, 2] = 0.0
+    assert area_below(one, 1.0, xs, xs) == pytest.approx(0.5 * 0.25)
+    one[0, 2], one[4, 4] = 9.0, 0.0
+    assert area_below(one, 1.0, xs, xs) == pytest.approx(0.25 * 0.25)
     with pytest.raises(ValueError, match="does not match"):
         area_below(surface[:, :3], 1.0, xs, xs)

@@ -181,3 +181,20 @@ def test_experiment_config_checks():
 def test_entropy_adaptive_is_used_when_enabled():
     assert isinstance(_task("kd", ea=True).distill, EntropyAdaptive)
     assert not isinstance(_task("kd").distill, EntropyAdaptive)
+
+
+def test_diagnostics_bin_by_raw_teacher_entropy_even_with_standardized_weights():
+    """EA and non-EA runs must bin alike for the loss-share figure: by H_T of the raw logits
+    at T', whatever logits the EA weights are computed from."""
+    method = MethodConfig(name="dkd", loss={"standardize": True})
+    ea = EAConfig(enabled=True, weight_logits="standardized")
+    task = ClassificationTask(Linear(seed=1), Linear(seed=2), method, ea, 5, entropy_bins=16)
+    task.train()
+    x, y = torch.randn(12, 8), torch.randint(0, 5, (12,))
+    task((x, y))
+    with torch.no_grad():
+        ht = eakd.entropy(task.teacher(x)[0], task.ea_temperature)
+    idx = (ht / math.log(5) * 16).long().clamp(0, 15)
+    expected = torch.bincount(idx, minlength=16).double()
+    torch.testing.assert_close(task.diag["hist_count"], expected)
+    assert task.diag["ht_sum"] == pytest.approx(float(ht.sum()), rel=1e-5)

@@ -206,3 +206,13 @@ def test_ddp_two_processes_match_one(tmp_path):
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
     assert abs(a["history"][-1]["test_top1"] - b["history"][-1]["test_top1"]) < 1.0
+    # the per-epoch EA diagnostics cover the whole training set, not rank 0's half
+    diag = {}
+    for name in ("single", "multi"):
+        lines = (tmp_path / name / "runs/run/diagnostics.jsonl").read_text().splitlines()
+        diag[name] = [json.loads(line) for line in lines]
+    for one, two in zip(diag["single"], diag["multi"], strict=True):
+        assert sum(two["hist_count"]) == sum(one["hist_count"]) == 400
+        assert two["weight_mean"] == pytest.approx(one["weight_mean"], rel=1e-4)
+        assert two["weight_max"] == pytest.approx(one["weight_max"], rel=1e-4)
+        assert two["weight_min"] == pytest.approx(one["weight_min"], rel=1e-4)

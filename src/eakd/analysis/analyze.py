@@ -552,7 +552,10 @@ def _entropy_boxes(ctx: _Context, path: Path):
             + _table(["epoch", "median H_S", "IQR H_S", "mean abs(H_S - H_T)"], rows)
         )
     if not panels:
-        raise SkipFigure("no run recorded test-set student entropies (log.test_entropies=true)")
+        raise SkipFigure(
+            "no run recorded test-set student entropies: they need log.test_entropies=true "
+            "and a single-process run (DDP runs do not record them)"
+        )
     log_c = math.log(ctx.main.num_classes)
     note = (
         f"The {len(top)} test samples with the highest teacher entropy (top "
@@ -617,18 +620,21 @@ def _tsne(ctx: _Context, path: Path):
         with threadpool_limits(1):
             emb = tsne.fit_transform(feats.astype(np.float32))
         highlight = top_fraction(score[subset], opts.top_fraction)
-        ch = calinski_harabasz(feats, labels)
+        ch_map = calinski_harabasz(emb, labels)
+        ch_feat = calinski_harabasz(feats, labels)
         pct = f"{100 * opts.top_fraction:g}"
-        panels.append(TsnePanel(f"{label}: top {pct} % {crit} ▲", emb, labels, highlight, crit, ch))
-        rows.append([label, f"top {pct} % {crit.strip('$')}", ch, feats.shape[1]])
+        title = f"{label}: top {pct} % {crit} ▲"
+        panels.append(TsnePanel(title, emb, labels, highlight, crit, ch_map))
+        rows.append([label, f"top {pct} % {crit.strip('$')}", ch_map, ch_feat, feats.shape[1]])
     note = (
-        f"{subset.size} test samples of {classes.size} classes; CH index of the pooled "
-        "features (not of the 2-D embedding) with the true classes."
-        + (" " + "; ".join(notes) + "." if notes else "")
+        f"{subset.size} test samples of {classes.size} classes; CH index with the true classes "
+        "on the 2-D t-SNE map (as on the panels) and on the pooled features (whose widths "
+        "differ between teacher and students)." + (" " + "; ".join(notes) + "." if notes else "")
     )
     names = _class_names(ctx.main)
-    out_path = plot_tsne(panels, path, names, note=note)
-    md = note + "\n\n" + _table(["model", "highlighted", "CH index", "feature dim"], rows)
+    out_path = plot_tsne(panels, path, names, note=note, top_fraction=opts.top_fraction)
+    header = ["model", "highlighted", "CH index (t-SNE map)", "CH index (features)", "feature dim"]
+    md = note + "\n\n" + _table(header, rows)
     return out_path, md
 
 

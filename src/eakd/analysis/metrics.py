@@ -195,8 +195,9 @@ def calinski_harabasz(features, labels) -> float:
 def area_below(surface, level: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     """Area of the part of a 2-D loss surface below ``level`` (EA-KD's Area@1.6, Figure 7).
 
-    Each grid point stands for a cell of ``dx * dy`` (the grid spacing), so the area is
-    ``dx * dy * #{points with loss < level}``, in squared direction units.
+    The trapezoid rule over the grid on the indicator ``loss < level``: interior points stand
+    for a ``dx * dy`` cell, edge points for half of one and corners for a quarter, so a surface
+    entirely below the level gives exactly the grid's area. In squared direction units.
     """
     s = np.asarray(surface, dtype=np.float64)
     xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
@@ -204,4 +205,10 @@ def area_below(surface, level: float, xs: Sequence[float], ys: Sequence[float]) 
         raise ValueError(f"surface {s.shape} does not match the grid ({ys.size}, {xs.size})")
     dx = (xs[-1] - xs[0]) / max(xs.size - 1, 1)
     dy = (ys[-1] - ys[0]) / max(ys.size - 1, 1)
-    return float(dx * dy * np.count_nonzero(s < level))
+    wx = np.ones(xs.size)
+    wy = np.ones(ys.size)
+    if xs.size > 1:
+        wx[[0, -1]] = 0.5
+    if ys.size > 1:
+        wy[[0, -1]] = 0.5
+    return float(dx * dy * (np.outer(wy, wx) * (s < level)).sum())

@@ -297,7 +297,11 @@ class TsnePanel:
 
 
 def plot_tsne(
-    panels: Sequence[TsnePanel], path, class_names: Sequence[str] | None = None, note=None
+    panels: Sequence[TsnePanel],
+    path,
+    class_names: Sequence[str] | None = None,
+    note=None,
+    top_fraction: float = 0.1,
 ) -> Path:
     """Scatter of 2-D embeddings coloured by class, highlighted samples as black-edged triangles."""
     if not panels:
@@ -328,7 +332,7 @@ def plot_tsne(
             edgecolors="black",
             linewidths=0.6,
         )
-        ch = f"\nCH index {panel.ch:.1f}" if panel.ch is not None else ""
+        ch = f"\nCH index (t-SNE map) {panel.ch:.1f}" if panel.ch is not None else ""
         ax.set_title(f"{panel.title}{ch}", fontsize=10)
         ax.set_xlabel("t-SNE 1 (a.u.)")
         ax.set_ylabel("t-SNE 2 (a.u.)")
@@ -356,7 +360,7 @@ def plot_tsne(
             color="white",
             markeredgecolor="black",
             markersize=7,
-            label="highlighted: top 10 %\n(see panel title)",
+            label=f"highlighted: top {100 * top_fraction:g} %\n(see panel title)",
         )
     )
     fig.legend(handles=handles, loc="outside right center", fontsize=7)

@@ -184,6 +184,24 @@ class ClassificationTask(nn.Module):
         d["hist_loss"].index_add_(0, idx, per)
         d["hist_weighted"].index_add_(0, idx, per * w.cpu().double())
 
+    def reduce_diagnostics(self, device: torch.device) -> None:
+        """Combine the epoch's statistics over the DDP ranks (a collective: every rank calls
+        it), so the log describes the whole training set, not rank 0's shard."""
+        import torch.distributed as torch_dist
+
+        d = self.diag
+        keys = ("count", "w_sum", "ht_sum", "hs_sum")
+        sums = torch.tensor([float(d[k]) for k in keys], dtype=torch.float64, device=device)
+        hists = torch.stack([d["hist_count"], d["hist_loss"], d["hist_weighted"]]).to(device)
+        ends = torch.tensor([-d["w_min"], d["w_max"]], dtype=torch.float64, device=device)
+        torch_dist.all_reduce(sums)
+        torch_dist.all_reduce(hists)
+        torch_dist.all_reduce(ends, op=torch_dist.ReduceOp.MAX)
+        for k, v in zip(keys, sums.tolist(), strict=True):
+            d[k] = int(v) if k == "count" else v
+        d["hist_count"], d["hist_loss"], d["hist_weighted"] = hists.cpu().unbind(0)
+        d["w_min"], d["w_max"] = -ends[0].item(), ends[1].item()
+
     def diagnostics(self) -> dict[str, Any]:
         """Per-epoch EA statistics (weights are 1 without EA) and the entropy histogram."""
         d = self.diag
@@ -207,7 +225,11 @@ class ClassificationTask(nn.Module):
         if isinstance(loss, EntropyAdaptive):
             value = loss(s, t, y) if logits is None else loss(s, t, y, logits=logits)
             st = loss.last_stats
-            self._record(zs, zt, st.per_item, st.weights, st.student_entropy, st.teacher_entropy)
+            # the histogram bins by raw-logit H_T, so EA and non-EA runs bin alike even when
+            # the weights come from standardised logits
+            raw = loss.weight_logits == "raw"
+            hs, ht = (st.student_entropy, st.teacher_entropy) if raw else (None, None)
+            self._record(zs, zt, st.per_item, st.weights, hs, ht)
             return value
         if loss.per_item:
             per = loss(s, t, y, reduction="none")

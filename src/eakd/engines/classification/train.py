@@ -280,6 +280,8 @@ def train(
             sums["kd"] += float(result["kd"].detach()) * n if "kd" in result else 0.0
             sums["correct"] += accuracy_counts(result["logits"].detach(), batch[-1], (1,))[0]
             sums["n"] += n
+            if device.type == "cuda":  # count the step's queued backward/update kernels too
+                torch.cuda.synchronize(device)
             step_times.append(time.perf_counter() - t0)
             if hasattr(bar, "set_postfix"):
                 elapsed = time.perf_counter() - t_epoch
@@ -322,6 +324,8 @@ def train(
                 path = out / "entropies" / f"student_epoch{epoch:04d}.pt"
                 save_checkpoint(last_eval["entropies"].half(), path)
         history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if dist.enabled and task.distill is not None and cfg.log.diagnostics:
+            task.reduce_diagnostics(device)
         if dist.is_main:
             csv_log.log(row)
             if task.distill is not None and cfg.log.diagnostics:
