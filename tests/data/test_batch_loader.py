@@ -17,6 +17,7 @@ from eakd.data import (
     normalize_batch,
     set_epoch,
 )
+from eakd.data.loader import ShardSampler
 
 
 def _windows(x: torch.Tensor, p: int) -> list[torch.Tensor]:
@@ -201,3 +202,17 @@ def test_loader_argument_errors():
         build_loader(ds, 0, train=True)
     with pytest.raises(ValueError, match=r"in_memory must be True, False or 'auto'"):
         build_loader(ds, 2, train=True, in_memory="yes")
+
+
+def test_evaluation_shards_cover_each_sample_once():
+    """DistributedSampler pads shards to equal length (duplicates in summed metrics); the
+    evaluation loader's shards do not."""
+    ds = TensorDataset(torch.arange(10))
+    seen = []
+    for rank in range(3):
+        loader = build_loader(ds, 4, train=False, distributed=True, num_replicas=3, rank=rank)
+        seen += [int(v) for (x,) in loader for v in x]
+    assert sorted(seen) == list(range(10))
+    assert [len(ShardSampler(10, 3, r)) for r in range(3)] == [4, 3, 3]
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 3\)"):
+        ShardSampler(10, 3, 3)

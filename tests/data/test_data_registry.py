@@ -49,7 +49,7 @@ def test_paper_normalisation_constants():
     assert i.mean == (0.485, 0.456, 0.406) and i.std == (0.229, 0.224, 0.225)
     assert (i.resized_crop, i.test_resize) == (True, 256)
     t = dataset_info("tiny_imagenet")
-    assert (t.crop_padding, t.hflip, t.spatial_size) == (4, True, (64, 64))
+    assert (t.crop_padding, t.rotation, t.hflip, t.spatial_size) == (None, 20.0, True, (64, 64))
     assert dataset_info("mnist1d").in_memory and dataset_info("fashion_mnist").in_memory
 
 

@@ -58,6 +58,10 @@ def test_tiny_imagenet_default_transforms(tiny_root):
     mean = torch.tensor(test.info.mean).view(3, 1, 1)
     std = torch.tensor(test.info.std).view(3, 1, 1)
     assert torch.all((x * std + mean >= -1e-6) & (x * std + mean <= 1 + 1e-6))
+    # mdistiller's training recipe: RandomRotation(20) + flip, no padded crop
+    ops = [type(t).__name__ for t in train.transform.transforms]
+    assert ops == ["RandomRotation", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert list(train.transform.transforms[0].degrees) == [-20.0, 20.0]
 
 
 def test_tiny_imagenet_missing_annotations(tiny_root):

@@ -169,14 +169,14 @@ def test_every_shipped_config_validates():
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux")
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun with 2 CPU processes (gloo) reaches the weights of one process with the same
-    global batch (no BatchNorm, so per-rank statistics cannot differ)."""
+    data.batch_size, the global batch (no BatchNorm, so per-rank statistics cannot differ)."""
     common = {
         "student": {"kwargs": {"width": 8, "bn": False}},
         "teacher": {"kwargs": {"width": 8, "bn": False}},
     }
     single = make_cfg(tmp_path / "single", **common, data={"batch_size": 50})
     train(single, quiet=True)
-    multi = make_cfg(tmp_path / "multi", **common, data={"batch_size": 25})
+    multi = make_cfg(tmp_path / "multi", **common, data={"batch_size": 50})  # global batch
     cfg_path = tmp_path / "multi.yaml"
     cfg_path.write_text(yaml.safe_dump(multi))
     env = {
@@ -216,3 +216,19 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert two["weight_mean"] == pytest.approx(one["weight_mean"], rel=1e-4)
         assert two["weight_max"] == pytest.approx(one["weight_max"], rel=1e-4)
         assert two["weight_min"] == pytest.approx(one["weight_min"], rel=1e-4)
+
+
+def test_global_batch_must_divide_over_the_processes(tmp_path):
+    from eakd.engines.classification.train import _build_data
+    from eakd.engines.utils import DistContext
+
+    cfg = from_dict(ExperimentConfig, make_cfg(tmp_path, data={"batch_size": 25}))
+    with pytest.raises(ValueError, match=r"batch_size=25 is the global batch .* 2 processes"):
+        _build_data(cfg, DistContext(rank=0, world_size=2))
+    cfg = from_dict(ExperimentConfig, make_cfg(tmp_path, data={"batch_size": 24}))
+    loaders = [_build_data(cfg, DistContext(rank=r, world_size=2))[:2] for r in (0, 1)]
+    first = [next(iter(train))[1] for train, _ in loaders]
+    assert [len(y) for y in first] == [12, 12]  # 24 split over 2 ranks
+    # evaluation shards cover the test split exactly once, without padding
+    counts = [sum(len(y) for _, y in test) for _, test in loaders]
+    assert sum(counts) == len(loaders[0][1].dataset)

@@ -117,7 +117,7 @@ def test_fcfd_resume_is_exact(tmp_path, cifar10):
 def test_two_ddp_processes(tmp_path, cifar10, method):
     """Each rank draws the same FCFD paths (same seed), and the teacher->student bridges no path
     used still take part in every step, so DDP finds no unused parameters."""
-    cfg = make_cfg(tmp_path, cifar10, method, True, data={"batch_size": 5})
+    cfg = make_cfg(tmp_path, cifar10, method, True, data={"batch_size": 6})
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}

@@ -46,7 +46,7 @@ TINY_IMAGENET_INFO = DatasetInfo(
     input_shape=(3, 64, 64),
     mean=(0.4802, 0.4481, 0.3975),
     std=(0.2302, 0.2265, 0.2262),
-    crop_padding=4,
+    rotation=20.0,  # mdistiller's Tiny-ImageNet training recipe: RandomRotation(20) + flip
     hflip=True,
     layout="<root>/tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
     "val/val_annotations.txt}; root may also be the tiny-imagenet-200 folder itself, and "

@@ -110,6 +110,26 @@ def batch_pipeline(dataset: Any) -> dict[str, Any] | None:
     return {"augment": augment, "mean": info.mean, "std": info.std}
 
 
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world, ...`` of ``range(length)``: an evaluation shard. Unlike
+    :class:`DistributedSampler` it does not pad the shards to equal length, so metrics summed
+    over the ranks count every sample exactly once."""
+
+    def __init__(self, length: int, num_replicas: int | None = None, rank: int | None = None):
+        if num_replicas is None or rank is None:
+            num_replicas = torch.distributed.get_world_size()
+            rank = torch.distributed.get_rank()
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+        self.length, self.num_replicas, self.rank = length, num_replicas, rank
+
+    def __iter__(self):
+        return iter(range(self.rank, self.length, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.num_replicas))
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -165,14 +185,17 @@ def build_loader(
                 "distributed=True needs torch.distributed.init_process_group() first, or "
                 "explicit num_replicas and rank"
             )
-        sampler = DistributedSampler(
-            dataset,
-            num_replicas=num_replicas,
-            rank=rank,
-            shuffle=train,
-            seed=seed,
-            drop_last=drop_last,
-        )
+        if train:
+            sampler = DistributedSampler(
+                dataset,
+                num_replicas=num_replicas,
+                rank=rank,
+                shuffle=True,
+                seed=seed,
+                drop_last=drop_last,
+            )
+        else:  # every sample once over all ranks: no padding duplicates in the metrics
+            sampler = ShardSampler(len(dataset), num_replicas, rank)
 
     pipeline = batch_pipeline(dataset)
     info = getattr(dataset, "info", None)

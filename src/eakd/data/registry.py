@@ -49,6 +49,7 @@ class DatasetInfo:
         crop_padding: zero padding of the training random crop to ``spatial_size``
             (None: no crop augmentation).
         hflip: whether training uses a random horizontal flip.
+        rotation: training random rotation range in degrees (None: none).
         resized_crop: training uses RandomResizedCrop(spatial_size) instead of the padded crop.
         test_resize: evaluation resizes the short side to this, then centre-crops to
             ``spatial_size`` (None: images are used at their size).
@@ -65,6 +66,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     crop_padding: int | None = None
     hflip: bool = False
+    rotation: float | None = None
     resized_crop: bool = False
     test_resize: int | None = None
     in_memory: bool = False

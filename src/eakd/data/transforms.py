@@ -1,8 +1,9 @@
 """Per-sample transforms of the paper's recipes, driven by each dataset's :class:`DatasetInfo`.
 
-* standard train: RandomCrop(size, padding) + RandomHorizontalFlip (CIFAR: 32/4, Tiny-ImageNet:
-  64/4, Fashion-MNIST: 28/2) or RandomResizedCrop(224) + flip (ImageNet), then ToTensor and
-  Normalize(mean, std);
+* standard train: RandomCrop(size, padding) + RandomHorizontalFlip (CIFAR: 32/4, Fashion-MNIST:
+  28/2), RandomRotation(20) + flip (Tiny-ImageNet, mdistiller's recipe; EA-KD's Tiny-ImageNet
+  code, built on mdistiller, is unreleased) or RandomResizedCrop(224) + flip (ImageNet), then
+  ToTensor and Normalize(mean, std);
 * standard test: ToTensor + Normalize, after Resize(256) + CenterCrop(224) on ImageNet;
 * MLD (METHODS.md 5.1): the weak view is the standard train pipeline; the strong view inserts
   :class:`~eakd.data.randaugment.RandAugmentFixMatch` (2 ops + Cutout) before ToTensor.
@@ -56,6 +57,8 @@ def _geometry(info: DatasetInfo, split: str) -> list[Callable[[Any], Any]]:
             ops.append(T.RandomResizedCrop(size))
         elif info.crop_padding:
             ops.append(T.RandomCrop(size, padding=info.crop_padding))
+        if info.rotation:
+            ops.append(T.RandomRotation(info.rotation))
         if info.hflip:
             ops.append(T.RandomHorizontalFlip())
         return ops

@@ -33,7 +33,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset by registry name. ``options`` are dataset-specific (sizes, seeds, subsets)."""
+    """Dataset by registry name. ``options`` are dataset-specific (sizes, seeds, subsets).
+    ``batch_size`` is the global training batch, split evenly over DDP processes (as
+    mdistiller's ``BATCH_SIZE``); ``test_batch_size`` is per process."""
 
     name: str = "cifar100"
     root: str | None = None

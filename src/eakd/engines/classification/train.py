@@ -116,15 +116,23 @@ def _build_data(cfg: ExperimentConfig, dist: DistContext):
         train_tf = d.augment
     train_ds = build_dataset(d.name, d.root, "train", transform=train_tf, **d.options)
     test_ds = build_dataset(d.name, d.root, "test", **d.options)
-    # Always shard with the distributed sampler (one replica when alone): the global batch of
-    # step k is then the same for any number of processes, so a DDP run matches a single one.
+    # data.batch_size is the global batch (mdistiller's meaning), split over the processes.
+    # Always shard with the distributed sampler (one replica when alone): every rank draws the
+    # same permutation and takes every world-th index, so the global batch of step k is the
+    # same for any number of processes and a DDP run matches a single one.
+    if d.batch_size % dist.world_size:
+        raise ValueError(
+            f"data.batch_size={d.batch_size} is the global batch and must divide evenly over "
+            f"the {dist.world_size} processes; use a multiple of {dist.world_size}"
+        )
     common: dict[str, Any] = {
         "distributed": True,
         "num_replicas": dist.world_size,
         "rank": dist.rank,
         "seed": cfg.train.seed,
     }
-    train_loader = build_loader(train_ds, d.batch_size, True, d.num_workers, **common)
+    per_rank = d.batch_size // dist.world_size
+    train_loader = build_loader(train_ds, per_rank, True, d.num_workers, **common)
     test_loader = build_loader(test_ds, d.test_batch_size, False, d.num_workers, **common)
     return train_loader, test_loader, test_ds.info
 
