@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import os
@@ -155,6 +156,9 @@ def teardown_distributed(wait: bool = True) -> None:
     the group still open can abort a rank while gloo's threads are torn down ("terminate
     called without an active exception")."""
     if torch_dist.is_available() and torch_dist.is_initialized():
+        # free DDP reducers kept alive by reference cycles while the interpreter is whole:
+        # their pending gloo work must not be destroyed during finalisation
+        gc.collect()
         try:
             if wait:
                 torch_dist.barrier()
