@@ -247,7 +247,7 @@ def _without_teachers(runs: list[Run], teacher: str | None) -> list[Run]:
     return students
 
 
-DEMO_OPTIONS = {"landscape_grid": 15, "landscape_samples": 256}
+DEMO_OPTIONS = {"landscape_grid": 15, "landscape_range": 0.5, "landscape_samples": 256}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -620,7 +620,8 @@ def _tsne(ctx: _Context, path: Path):
         ch = calinski_harabasz(feats, labels)
         pct = f"{100 * opts.top_fraction:g}"
         panels.append(TsnePanel(f"{label}: top {pct} % {crit} ▲", emb, labels, highlight, crit, ch))
-        rows.append([label, f"top {pct} % {crit.strip('$')}", ch, feats.shape[1]])
+        plain = crit.replace("$", "").replace("{EA}", "EA")
+        rows.append([label, f"top {pct} % {plain}", ch, feats.shape[1]])
     note = (
         f"{subset.size} test samples of {classes.size} classes; CH index of the pooled "
         "features (not of the 2-D embedding) with the true classes."
@@ -703,7 +704,7 @@ def _time(ctx: _Context, path: Path):
     batch = (
         f"batch of {sizes[0]}" if len(sizes) == 1 else "batch sizes " + ", ".join(map(str, sizes))
     )
-    xlabel = f"time per training step (ms, {batch}, incl. the teacher's forward pass)"
+    xlabel = f"time per training step (ms, {batch}; distillation steps include the teacher)"
     note = (
         "Mean over seeds of each run's mean training-step time (results.json step_time_s), "
         "as measured on the machine that trained it; error bars: std over seeds."
@@ -874,7 +875,7 @@ def _landscape(ctx: _Context, path: Path):
         areas[label] = area
         panels.append(LandscapePanel(label, xs, xs, s, level, area))
         origin = float(s[centre, centre]) if centre is not None else math.nan
-        rows.append([label, origin, float(s.mean()), float(s.var()), area])
+        rows.append([label, origin, float(s.mean()), float(s.var()), f"{area:.4g}"])
     n = sum(len(b[1]) for b in batches)
     note = (
         f"Mean cross-entropy on {n} training samples (test-time transform) over a "
