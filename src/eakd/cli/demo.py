@@ -13,7 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run an offline demonstration",
         description="Run an offline EA-KD demonstration on 2 CPU cores.",
     )
-    p.add_argument("--task", choices=TASKS, default="core", help="which demo (default: core)")
+    p.add_argument(
+        "--task", choices=TASKS, default="classification", help="which demo (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("mnist1d", "fashion_mnist"),
+        default="mnist1d",
+        help="classification demo data (default: %(default)s)",
+    )
+    p.add_argument("--seeds", type=int, default=3, help="student seeds (default: 3)")
+    p.add_argument("--workers", type=int, default=None, help="runs trained at once (cores)")
+    p.add_argument("--output", default=None, help="output folder (default: runs/demo/DATASET)")
+    p.add_argument("--fresh", action="store_true", help="retrain instead of reusing runs")
     p.set_defaults(handler=run)
 
 

@@ -11,7 +11,7 @@ Every model follows one forward contract (see :mod:`eakd.models.base`)::
 Importing this package does not import torchvision or timm.
 """
 
-from . import cifar, imagenet
+from . import cifar, demo, imagenet  # noqa: F401  (registers each family)
 from .base import FeatureModel, Features
 from .checkpoint import guess_architecture, load_checkpoint, read_state_dict
 from .external import ExternalModel

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 MODELS: Registry = Registry("model")
-FAMILIES = ("cifar", "imagenet")
+FAMILIES = ("cifar", "imagenet", "demo")
 _FAMILY: dict[str, str] = {}
 # Names RepDistiller used for the same constructors.
 _ALIASES = {"mobile_half": "MobileNetV2"}

@@ -1,0 +1,233 @@
+"""``eakd demo`` (classification): a complete EA-KD experiment, offline, on 2 CPU cores.
+
+A teacher CNN is trained once, then a narrower student of the same family with CE only, KD and
+EA-KD over three seeds each, through the same training loop and sweep code as any experiment.
+The table gives mean +/- std top-1 (best and last epoch) and EA-KD minus KD. Two datasets:
+MNIST-1D (generated locally by the ``mnist1d`` package; the default) and Fashion-MNIST (the
+Debian package ``dataset-fashion-mnist``). The settings were chosen so that distillation
+demonstrably helps the student (KD beats CE-only on the mean over seeds); see
+``scripts/explore_demo.py`` for how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ...config import from_dict
+from .config import ExperimentConfig
+from .sweep import expand_grid, run_sweep, summarize
+
+__all__ = ["DEMO_DATASETS", "demo_config", "run_demo"]
+
+VARIANTS = ("vanilla", "kd", "ea_kd")
+LABELS = {"vanilla": "CE only", "kd": "KD", "ea_kd": "EA-KD"}
+
+#: Per dataset: data, models and recipe (what ``scripts/explore_demo.py`` settled on).
+DEMO_DATASETS: dict[str, dict[str, Any]] = {
+    "mnist1d": {
+        "data": {
+            "name": "mnist1d",
+            "batch_size": 256,
+            "test_batch_size": 1000,
+            "num_workers": 0,
+            "augment": "none",
+            "options": {"num_samples": 12000, "train_split": 0.6667, "seed": 42},
+        },
+        "teacher": {"name": "cnn1d_w16"},
+        "student": {"name": "cnn1d_w8"},
+        "teacher_epochs": 20,
+        "student_epochs": 15,
+        "lr": 0.05,
+    },
+    "fashion_mnist": {
+        "data": {
+            "name": "fashion_mnist",
+            "batch_size": 128,
+            "test_batch_size": 1000,
+            "num_workers": 0,
+            "augment": "none",
+            "options": {"subset": 6000, "seed": 42},
+        },
+        "teacher": {"name": "cnn2d_w16"},
+        "student": {"name": "cnn2d_w4"},
+        "teacher_epochs": 15,
+        "student_epochs": 10,
+        "lr": 0.05,
+    },
+}
+
+
+def demo_config(dataset: str, out: Path, role: str, teacher_ckpt: str | None = None) -> dict:
+    """The experiment config of the teacher run or of the student sweep."""
+    spec = DEMO_DATASETS[dataset]
+    teacher = role == "teacher"
+    cfg: dict[str, Any] = {
+        "name": "teacher" if teacher else "students",
+        "output_dir": str(out),
+        "student": copy.deepcopy(spec["teacher"] if teacher else spec["student"]),
+        "teacher": None
+        if teacher
+        else {**copy.deepcopy(spec["teacher"]), "checkpoint": teacher_ckpt},
+        "data": copy.deepcopy(spec["data"]),
+        "method": {
+            "name": "vanilla" if teacher else "kd",
+            "ce_weight": 1.0,
+            "kd_weight": 1.0,
+            "loss": {} if teacher else {"temperature": 4.0},
+        },
+        "ea": {"enabled": False, "temperature": 3.0},
+        "optim": {
+            "lr": spec["lr"],
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+            "milestones": [],
+        },
+        "train": {
+            "epochs": spec["teacher_epochs" if teacher else "student_epochs"],
+            "seed": 0,
+            "progress": False,
+            "threads": 1,
+        },
+        "log": {"tensorboard": False, "entropy_bins": 1024},
+    }
+    if teacher:
+        cfg.pop("teacher")
+    return cfg
+
+
+def _train_job(job: tuple[dict, bool]) -> dict:
+    from .train import train
+
+    cfg, resume = job
+    return train(cfg, resume=resume, quiet=True)
+
+
+def _jobs(base: dict, seeds: range) -> list[tuple[dict, bool]]:
+    """The (config, resume) of every student run not finished yet (same layout as run_sweep)."""
+    from ...config import apply_overrides
+
+    jobs = []
+    sweep_dir = Path(base["output_dir"]) / base["name"]
+    for variant, overrides in expand_grid([f"method={','.join(VARIANTS)}"]):
+        for seed in seeds:
+            run = sweep_dir / variant / f"seed{seed}"
+            if (run / "results.json").exists():
+                continue
+            data = apply_overrides(base, [*overrides, f"train.seed={seed}"])
+            data.update(output_dir=str(sweep_dir / variant), name=f"seed{seed}")
+            jobs.append((data, (run / "checkpoints" / "last.pt").exists()))
+    return jobs
+
+
+def run_demo(args: argparse.Namespace | None = None) -> int:
+    dataset = getattr(args, "dataset", None) or "mnist1d"
+    seeds = range(getattr(args, "seeds", None) or 3)
+    out = Path(getattr(args, "output", None) or Path("runs") / "demo" / dataset)
+    if getattr(args, "fresh", False) and out.exists():
+        shutil.rmtree(out)
+    workers = max(1, min(getattr(args, "workers", None) or (os.cpu_count() or 1), 4))
+    began = time.time()
+    print(
+        f"EA-KD demo on {dataset}: a teacher, then CE-only / KD / EA-KD students over "
+        f"{len(seeds)} seeds (outputs in {out})"
+    )
+
+    teacher_cfg = demo_config(dataset, out, "teacher")
+    from_dict(ExperimentConfig, teacher_cfg)  # validate before any work
+    t_res_path = out / "teacher" / "results.json"
+    if t_res_path.exists():
+        t_res = json.loads(t_res_path.read_text())
+        print(f"teacher: reusing {out / 'teacher'} (top-1 {t_res['best_top1']:.2f}%)")
+    else:
+        t0 = time.time()
+        resume = (out / "teacher" / "checkpoints" / "last.pt").exists()
+        t_res = _train_job((teacher_cfg, resume))
+        print(f"teacher trained in {time.time() - t0:.0f} s: top-1 {t_res['best_top1']:.2f}%")
+    ckpt = str(out / "teacher" / "checkpoints" / "best.pt")
+
+    base = demo_config(dataset, out, "students", ckpt)
+    jobs = _jobs(base, seeds)
+    t0 = time.time()
+    if jobs:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(_train_job, jobs))
+        else:
+            for job in jobs:
+                _train_job(job)
+        print(f"{len(jobs)} student runs trained in {time.time() - t0:.0f} s ({workers} at once)")
+    rows, sweep_dir = run_sweep(base, seeds, [f"method={','.join(VARIANTS)}"], quiet=True)
+    print()
+    print(format_demo_table(rows, t_res["best_top1"]))
+    print()
+    print(
+        f"done in {time.time() - began:.0f} s. Per-run logs, checkpoints and results: "
+        f"{sweep_dir}/<variant>/seed<k>/; tables: {sweep_dir / 'sweep.md'}"
+    )
+    _figures(sweep_dir, out)
+    return 0
+
+
+def format_demo_table(rows: list[dict[str, Any]], teacher_top1: float) -> str:
+    by = {r["variant"]: r for r in rows}
+    lines = [
+        f"teacher top-1: {teacher_top1:.2f}%",
+        "",
+        "| student | best top-1 (%) | last top-1 (%) | per seed (best) |",
+        "|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        r = by[v]
+        seeds = ", ".join(f"{x:.2f}" for x in r["per_seed_best"])
+        lines.append(
+            f"| {LABELS[v]} | {r['best_mean']:.2f} +/- {r['best_std']:.2f} | "
+            f"{r['last_mean']:.2f} +/- {r['last_std']:.2f} | {seeds} |"
+        )
+    kd, ea, ce = by["kd"], by["ea_kd"], by["vanilla"]
+    lines += [
+        "",
+        f"KD - CE only:  best {kd['best_mean'] - ce['best_mean']:+.2f}, "
+        f"last {kd['last_mean'] - ce['last_mean']:+.2f}",
+        f"EA-KD - KD:    best {ea['best_mean'] - kd['best_mean']:+.2f}, "
+        f"last {ea['last_mean'] - kd['last_mean']:+.2f}",
+    ]
+    return "\n".join(lines)
+
+
+#: The demo draws the figures its runs support within its time budget; the loss landscape
+#: (about a minute of forward passes on 2 cores) is left to ``eakd analyze``.
+DEMO_FIGURES = ("loss_share", "segments", "entropy_boxes", "tsne", "time")
+
+
+def _figures(sweep_dir: Path, out: Path) -> None:
+    try:
+        from ...analysis.analyze import DEMO_OPTIONS, analyze
+    except ImportError:
+        print("(figures: install the analysis extra, pip install 'eakd[analysis]')")
+        return
+    fig_dir = out / "figures"
+    report = analyze(
+        [sweep_dir], fig_dir, DEMO_FIGURES, None, None, **{**DEMO_OPTIONS, "tsne_points": 500}
+    )
+    names = ", ".join(p.name for p in report.paths if p.suffix == ".png")
+    print(f"figures: {fig_dir} ({names}; numbers in report.md)")
+    print(f"all figures, the loss landscape included: eakd analyze {sweep_dir}")
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rows of a finished demo sweep, read back from its results files."""
+    results = {}
+    for v in VARIANTS:
+        runs = sorted((sweep_dir / v).glob("seed*/results.json"))
+        results[v] = [json.loads(p.read_text()) for p in runs]
+    return summarize(results)
