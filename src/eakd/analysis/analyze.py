@@ -145,6 +145,7 @@ def analyze(
     figures: Sequence[str] | None = None,
     options: AnalysisOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    strict: bool | None = None,
     **kwargs: Any,
 ) -> AnalysisReport:
     """Write the analysis figures and ``report.md`` for the runs found below ``paths``.
@@ -154,9 +155,11 @@ def analyze(
         out_dir: where the PNGs and ``report.md`` go (default: ``<paths[0]>/analysis``).
         figures: names from :data:`FIGURES` (default: all). A figure the runs cannot support
             (no parameter sweep, no teacher checkpoint, ...) is skipped with the reason in the
-            report; a figure asked for by name that cannot be drawn raises ``ValueError``.
+            report.
         options: :class:`AnalysisOptions`; keyword arguments override its fields.
         progress: called with a line per figure (e.g. ``print``).
+        strict: raise ``ValueError`` for a figure that cannot be drawn instead of skipping it;
+            default: strict when ``figures`` names the figures.
 
     Returns:
         an :class:`AnalysisReport` (``.paths`` lists the written files).
@@ -171,7 +174,7 @@ def analyze(
         raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(valid)}")
     base = options or AnalysisOptions()
     opts = AnalysisOptions(**{**{k: getattr(base, k) for k in valid}, **kwargs})
-    explicit = figures is not None
+    explicit = figures is not None if strict is None else strict
     names = list(FIGURES) if figures is None else list(dict.fromkeys(figures))
     bad = [n for n in names if n not in FIGURES]
     if bad:
