@@ -125,6 +125,8 @@ def test_figures_can_be_chosen_and_unsupported_ones_fail_clearly(sweep, tmp_path
     code = main(["analyze", str(run), "--out", str(out), "--figures", "sensitivity"])
     assert code == 2
     assert "cannot draw sensitivity: no hyper-parameter is swept" in capsys.readouterr().err
+    report = analyze([run], out, ["sensitivity"], strict=False)
+    assert report.figures[0].path is None and "no hyper-parameter" in report.figures[0].skipped
     assert main(["analyze", str(tmp_path / "missing")]) == 2
     assert "no such run or sweep directory" in capsys.readouterr().err
     assert main(["analyze", str(run), "--figures", "loss,time"]) == 2

@@ -145,6 +145,7 @@ def analyze(
     figures: Sequence[str] | None = None,
     options: AnalysisOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    strict: bool | None = None,
     **kwargs: Any,
 ) -> AnalysisReport:
     """Write the analysis figures and ``report.md`` for the runs found below ``paths``.
@@ -154,9 +155,11 @@ def analyze(
         out_dir: where the PNGs and ``report.md`` go (default: ``<paths[0]>/analysis``).
         figures: names from :data:`FIGURES` (default: all). A figure the runs cannot support
             (no parameter sweep, no teacher checkpoint, ...) is skipped with the reason in the
-            report; a figure asked for by name that cannot be drawn raises ``ValueError``.
+            report.
         options: :class:`AnalysisOptions`; keyword arguments override its fields.
         progress: called with a line per figure (e.g. ``print``).
+        strict: raise ``ValueError`` for a figure that cannot be drawn instead of skipping it;
+            default: strict when ``figures`` names the figures.
 
     Returns:
         an :class:`AnalysisReport` (``.paths`` lists the written files).
@@ -171,7 +174,7 @@ def analyze(
         raise TypeError(f"unknown option(s) {unknown}; valid options: {sorted(valid)}")
     base = options or AnalysisOptions()
     opts = AnalysisOptions(**{**{k: getattr(base, k) for k in valid}, **kwargs})
-    explicit = figures is not None
+    explicit = figures is not None if strict is None else strict
     names = list(FIGURES) if figures is None else list(dict.fromkeys(figures))
     bad = [n for n in names if n not in FIGURES]
     if bad:
@@ -247,7 +250,7 @@ def _without_teachers(runs: list[Run], teacher: str | None) -> list[Run]:
     return students
 
 
-DEMO_OPTIONS = {"landscape_grid": 15, "landscape_samples": 256}
+DEMO_OPTIONS = {"landscape_grid": 15, "landscape_range": 0.5, "landscape_samples": 256}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -625,7 +628,8 @@ def _tsne(ctx: _Context, path: Path):
         pct = f"{100 * opts.top_fraction:g}"
         title = f"{label}: top {pct} % {crit} ▲"
         panels.append(TsnePanel(title, emb, labels, highlight, crit, ch_map))
-        rows.append([label, f"top {pct} % {crit.strip('$')}", ch_map, ch_feat, feats.shape[1]])
+        plain = crit.replace("$", "").replace("{EA}", "EA")
+        rows.append([label, f"top {pct} % {plain}", ch_map, ch_feat, feats.shape[1]])
     note = (
         f"{subset.size} test samples of {classes.size} classes; CH index with the true classes "
         "on the 2-D t-SNE map (as on the panels) and on the pooled features (whose widths "
@@ -709,7 +713,7 @@ def _time(ctx: _Context, path: Path):
     batch = (
         f"batch of {sizes[0]}" if len(sizes) == 1 else "batch sizes " + ", ".join(map(str, sizes))
     )
-    xlabel = f"time per training step (ms, {batch}, incl. the teacher's forward pass)"
+    xlabel = f"time per training step (ms, {batch}; distillation steps include the teacher)"
     note = (
         "Mean over seeds of each run's mean training-step time (results.json step_time_s), "
         "as measured on the machine that trained it; error bars: std over seeds."
@@ -880,7 +884,7 @@ def _landscape(ctx: _Context, path: Path):
         areas[label] = area
         panels.append(LandscapePanel(label, xs, xs, s, level, area))
         origin = float(s[centre, centre]) if centre is not None else math.nan
-        rows.append([label, origin, float(s.mean()), float(s.var()), area])
+        rows.append([label, origin, float(s.mean()), float(s.var()), f"{area:.4g}"])
     n = sum(len(b[1]) for b in batches)
     note = (
         f"Mean cross-entropy on {n} training samples (test-time transform) over a "

@@ -309,7 +309,7 @@ def plot_tsne(
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
-    ncols = min(len(panels), 3)
+    ncols = 2 if len(panels) == 4 else min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = _subplots(ncols, nrows, width=4.4, height=4.3)
     classes = np.unique(np.concatenate([p.labels for p in panels]))
