@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +158,7 @@ class EntropyAdaptive(nn.Module):
         if self.granularity == "sequence":
             hs, ht = _sequence_means(hs, mask), _sequence_means(ht, mask)
         num_classes = (logits[0] if logits is not None else student).shape[-1]
-        h_ub = self.max_entropy if self.max_entropy is not None else math.log(num_classes)
+        h_ub = resolve_max_entropy(self.max_entropy, num_classes)
         w = weights_from_entropies(hs, ht, h_ub, self.kind)
         if self.normalize:
             mean_w = reduce(w, mask=mask, reduction="mean")
@@ -175,6 +174,7 @@ class EntropyAdaptive(nn.Module):
             self.granularity != "item"
             or self.normalize
             or not isinstance(loss, DistillationLoss)
+            or type(loss).weighted_loss is DistillationLoss.weighted_loss  # no such path
             or isinstance(num_items, torch.Tensor)
             or not isinstance(student, torch.Tensor)
             or student.dim() != 2
@@ -186,7 +186,7 @@ class EntropyAdaptive(nn.Module):
         else:
             denom = float(num_items) if num_items is not None else float(student.shape[0])
             denom = max(denom, 1.0)
-        h_ub = self.max_entropy if self.max_entropy is not None else math.log(student.shape[-1])
+        h_ub = resolve_max_entropy(self.max_entropy, student.shape[-1])
         kind = self.kind
 
         def weigh(hs, ht):
