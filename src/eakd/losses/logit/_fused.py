@@ -161,22 +161,27 @@ def _scaled_grad(ctx, grad_out):
     return (grad * (grad_out * ctx.temperature).unsqueeze(1)).to(ctx.s_dtype)
 
 
+def _kd_blocks(s, t, temperature, entropy_temperature):
+    """KD over blocks of rows: ``(T^2 KL, q - p, H_S, H_T)`` (entropies ``None`` if not asked)."""
+    kl, grad, hs, ht = _over_blocks(
+        _kd_block,
+        s,
+        t,
+        None,
+        temperature,
+        entropy_temperature,
+        with_entropies=entropy_temperature is not None,
+    )
+    return kl.clamp_min_(0.0).mul_(temperature * temperature), grad, hs, ht
+
+
 class _KDRows(torch.autograd.Function):
     """``T^2 KL(softmax(t/T) || softmax(s/T))`` per row (+ entropies at ``T'`` if asked)."""
 
     @staticmethod
     def forward(ctx, s, t, temperature, entropy_temperature):
-        kl, grad, hs, ht = _over_blocks(
-            _kd_block,
-            s,
-            t,
-            None,
-            temperature,
-            entropy_temperature,
-            with_entropies=entropy_temperature is not None,
-        )
         # d(T^2 KL)/ds = T (q - p); T is applied in backward
-        out = kl.clamp_min_(0.0).mul_(temperature * temperature)
+        out, grad, hs, ht = _kd_blocks(s, t, temperature, entropy_temperature)
         return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
@@ -324,10 +329,7 @@ class _WeightedKD(torch.autograd.Function):
             kl, grad, h = _kd_stacked(s, t, temperature, entropy_temperature)
             hs, ht = h
         else:
-            kl, grad, hs, ht = _over_blocks(
-                _kd_block, s, t, None, temperature, entropy_temperature, with_entropies=True
-            )
-            kl = kl.clamp_min_(0.0).mul_(temperature * temperature)
+            kl, grad, hs, ht = _kd_blocks(s, t, temperature, entropy_temperature)
         w = weigh(hs, ht)
         ctx.save_for_backward(grad.mul_((w * (temperature / denom)).unsqueeze(1)))
         sink.extend((kl, w, hs, ht))
