@@ -332,31 +332,21 @@ class FCFDLoss(nn.Module):
 
         t_shapes, t_nonneg, t_groups, t_head = _stage_info(teacher, input_size)
         s_shapes, s_nonneg, s_groups, s_head = _stage_info(student, input_size)
+
+        def mismatch(why: str) -> ValueError:
+            return tap_error("fcfd", student, teacher, s_shapes, t_shapes, why)
+
         for role, shapes in (("student", s_shapes), ("teacher", t_shapes)):
             if any(len(s) != 3 for s in shapes):
-                raise tap_error(
-                    "fcfd",
-                    student,
-                    teacher,
-                    s_shapes,
-                    t_shapes,
-                    f"the {role}'s stages are not (N, C, H, W) maps",
-                )
+                raise mismatch(f"the {role}'s stages are not (N, C, H, W) maps")
         if len(s_shapes) != len(t_shapes):
-            raise tap_error(
-                "fcfd",
-                student,
-                teacher,
-                s_shapes,
-                t_shapes,
+            raise mismatch(
                 f"the student has {len(s_shapes)} stages and the teacher {len(t_shapes)}; FCFD "
-                "splices the networks stage by stage",
+                "splices the networks stage by stage"
             )
         self.num_stages = n = len(s_shapes)
         if n < 3:
-            raise tap_error(
-                "fcfd", student, teacher, s_shapes, t_shapes, "FCFD needs at least 3 stages"
-            )
+            raise mismatch("FCFD needs at least 3 stages")
         self.candidates = candidate_paths(n, path_mode)
         if not 0 <= num_paths <= len(self.candidates):
             raise ValueError(
@@ -371,12 +361,7 @@ class FCFDLoss(nn.Module):
             (cin, *hw_in), (cout, *hw_out) = shapes[src][i], shapes[dst][i]
             b = make_bridge(cin, cout, hw_in, hw_out, act)
             if b is None:
-                raise tap_error(
-                    "fcfd",
-                    student,
-                    teacher,
-                    s_shapes,
-                    t_shapes,
+                raise mismatch(
                     f"at stage {i} the maps are {describe_shapes([s_shapes[i]])} (student) and "
                     f"{describe_shapes([t_shapes[i]])} (teacher); a bridge needs equal sizes or "
                     "a factor of 2",
