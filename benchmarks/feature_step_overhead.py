@@ -17,6 +17,7 @@ import statistics
 import time
 
 import torch
+from _steps import time_steps  # benchmarks/_steps.py (the script folder is on sys.path)
 
 from eakd import EntropyAdaptive
 from eakd.engines.classification import ClassificationTask, EAConfig, MethodConfig
@@ -28,21 +29,6 @@ METHOD = {
     "reviewkd": MethodConfig(name="reviewkd", ce_weight=1.0, kd_weight=5.0, warmup_epochs=20),
     "fcfd": MethodConfig(name="fcfd", loss={"temperature": 4.0, "l2_weight": 5.0}),
 }
-
-
-def time_steps(task, optimizer, batches, steps, seed) -> list[float]:
-    torch.manual_seed(seed)
-    times = []
-    for i in range(steps + 1):
-        x, y = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        loss = task((x, y))["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= 1:  # the first step of a round warms caches
-            times.append(time.perf_counter() - t0)
-    return times
 
 
 def bench(method: str, args) -> float:
@@ -67,7 +53,8 @@ def bench(method: str, args) -> float:
     for r in range(args.rounds):  # interleave so load drifts hit both alike
         order = (False, True) if r % 2 == 0 else (True, False)
         for ea in order:
-            times[ea] += time_steps(tasks[ea], opts[ea], batches, args.steps, seed=r)
+            torch.manual_seed(r)  # FCFD draws its paths: the same draws for both variants
+            times[ea] += time_steps(tasks[ea], opts[ea], batches, args.steps)
     plain, ea = statistics.median(times[False]), statistics.median(times[True])
     ratio = ea / plain
     name = {"reviewkd": "ReviewKD", "fcfd": "FCFD"}[method]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from _steps import time_steps  # benchmarks/_steps.py (the script folder is on sys.path)
 
 from eakd.engines.classification import ClassificationTask, EAConfig, MethodConfig
 from eakd.models import build_model
@@ -27,20 +27,6 @@ def make_task(ea: bool, method: str, student, teacher) -> ClassificationTask:
     m = MethodConfig(name=method, ce_weight=0.1, kd_weight=0.9, loss=kw[method])
     # diagnostics off: the benchmark measures the objective, not the logging
     return ClassificationTask(student, teacher, m, EAConfig(enabled=ea), 100, entropy_bins=0)
-
-
-def time_steps(task, optimizer, batches, steps) -> list[float]:
-    times = []
-    for i in range(steps + 2):
-        x, y = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        loss = task((x, y))["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
@@ -63,7 +49,7 @@ def main() -> None:
     times = {False: [], True: []}
     for _ in range(args.rounds):  # interleave so load drifts hit both alike
         for ea, task in tasks.items():
-            times[ea] += time_steps(task, opt, batches, args.steps)
+            times[ea] += time_steps(task, opt, batches, args.steps, warmup=2)
     plain, ea = statistics.median(times[False]), statistics.median(times[True])
     ratio = ea / plain
     name = args.method.upper()
