@@ -332,11 +332,12 @@ def train(
                 path = out / "entropies" / f"student_epoch{epoch:04d}.pt"
                 save_checkpoint(last_eval["entropies"].half(), path)
         history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
-        if dist.enabled and task.distill is not None and cfg.log.diagnostics:
+        diagnostics = task.distill is not None and cfg.log.diagnostics
+        if diagnostics and dist.enabled:
             task.reduce_diagnostics(device)
         if dist.is_main:
             csv_log.log(row)
-            if task.distill is not None and cfg.log.diagnostics:
+            if diagnostics:
                 diag = {"epoch": epoch, **task.diagnostics()}
                 with (out / "diagnostics.jsonl").open("a") as fh:
                     fh.write(json.dumps(diag) + "\n")

@@ -89,9 +89,8 @@ class DistillationObjective(nn.Module):
             )
         self.config = config
         # a CausalLMHidden may arrive wrapped by DDP / Accelerate: keep the wrapper on the path
-        self.student = (
-            student if isinstance(_unwrap(student), CausalLMHidden) else (CausalLMHidden(student))
-        )
+        wrapped = isinstance(_unwrap(student), CausalLMHidden)
+        self.student = student if wrapped else CausalLMHidden(student)
         self.teacher = teacher
         if config.kd_ratio > 0:
             if teacher is None:
