@@ -12,8 +12,8 @@ import yaml
 from detection_helpers import TINY_MODEL
 
 from eakd.cli.main import main
+from eakd.demos.detection import DemoSettings, demo_configs, run_demo
 from eakd.engines.detection.config import load_detection_config
-from eakd.engines.detection.demo import DemoSettings, demo_configs, run_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

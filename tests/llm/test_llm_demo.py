@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from eakd.engines.llm.demo import DemoSettings, find_smollm2, load_chatterbot_pairs
+from eakd.demos.llm import DemoSettings, find_smollm2, load_chatterbot_pairs
 
 
 @pytest.mark.skipif(

@@ -31,14 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task == "core":
-        from ..demo_core import run as run_core
+        from ..demos.core import run as run_core
 
         print(run_core())
         return 0
     if args.task == "llm":
-        from ..engines.llm.demo import run_demo
+        from ..demos.llm import run_demo
     elif args.task == "detection":
-        from ..engines.detection.demo import run_demo
+        from ..demos.detection import run_demo
     else:
-        from ..engines.classification.demo import run_demo
+        from ..demos.classification import run_demo
     return run_demo(args)

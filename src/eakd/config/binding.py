@@ -102,7 +102,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; every key must be a field and every value must
-    match the field's annotation. Missing fields take their defaults (or fail if required)."""
+    match the field's annotation. Missing fields take their defaults (or fail if required).
+
+    A schema that renamed or moved keys lists them in a class attribute
+    ``__renamed__ = {"old_key": "use new.key instead"}``: an old key then fails with that
+    message instead of "unknown key"."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls!r} is not a dataclass")
     data = {} if data is None else data
@@ -110,7 +114,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         raise ConfigError(f"{where} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    renamed = getattr(cls, "__renamed__", {})
     for key in data:
+        if key in renamed and key not in fields:
+            raise ConfigError(f"{where}.{key} was renamed: {renamed[key]}")
         if key not in fields:
             raise _unknown_key(str(key), list(fields), where)
     kwargs = {}

@@ -2,13 +2,25 @@
 
 from .entropy import entropy, entropy_from_log_probs
 from .reduction import REDUCTIONS, reduce
+from .settings import (
+    DEFAULT_ENTROPY_TEMPERATURE,
+    GRANULARITIES,
+    PRESETS,
+    WEIGHT_LOGITS,
+    EASettings,
+)
 from .transforms import standardize_logits
 from .validation import check_finite, check_logits, check_pair, check_target
 from .weights import WEIGHT_KINDS, ea_weights, resolve_max_entropy, weights_from_entropies
 
 __all__ = [
+    "DEFAULT_ENTROPY_TEMPERATURE",
+    "GRANULARITIES",
+    "PRESETS",
     "REDUCTIONS",
     "WEIGHT_KINDS",
+    "WEIGHT_LOGITS",
+    "EASettings",
     "check_finite",
     "check_logits",
     "check_pair",

@@ -12,10 +12,10 @@ import math
 
 import torch
 
-from .adaptive import EntropyAdaptive
-from .core.entropy import entropy
-from .core.weights import WEIGHT_KINDS, ea_weights
-from .losses.registry import build_loss
+from ..adaptive import EntropyAdaptive
+from ..core.entropy import entropy
+from ..core.weights import WEIGHT_KINDS, ea_weights
+from ..losses.registry import build_loss
 
 
 def synthetic_logits(

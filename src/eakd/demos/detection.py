@@ -16,8 +16,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .config import DataConfig, DetectionConfig, DistillConfig, EAConfig, OptimConfig, RunConfig
-from .model import ModelConfig
+from ..engines.detection.config import (
+    DataConfig,
+    DetectionConfig,
+    DistillConfig,
+    EAConfig,
+    OptimConfig,
+    RunConfig,
+)
+from ..engines.detection.model import ModelConfig
 
 __all__ = ["DemoSettings", "demo_configs", "run_demo"]
 
@@ -126,7 +133,7 @@ def _data(out: str, s: DemoSettings, fresh: bool) -> dict[str, str]:
     """Generate the dataset, or reuse the one in ``out`` when it was made with these settings."""
     import json
 
-    from .synthetic import make_shapes_dataset
+    from ..engines.detection.synthetic import make_shapes_dataset
 
     root = os.path.join(out, "data")
     recipe = {
@@ -158,7 +165,7 @@ def _data(out: str, s: DemoSettings, fresh: bool) -> dict[str, str]:
         fashion_mnist=s.fashion_mnist,
         seed=s.seed,
     )
-    from ..utils import write_json
+    from ..engines.utils import write_json
 
     write_json(stamp, recipe)
     return paths
@@ -168,7 +175,7 @@ def _run(cfg: DetectionConfig, fresh: bool) -> tuple[dict[str, float], float | N
     """Train ``cfg``; a finished run with the same config is reused, a stopped one resumed."""
     import json
 
-    from .train import train
+    from ..engines.detection.train import train
 
     folder = cfg.run.output_dir
     done = os.path.join(folder, "metrics.json")
@@ -206,7 +213,7 @@ def run_demo(args: argparse.Namespace | None = None, settings: DemoSettings | No
         f"{s.student['backbone']} student, {torch.get_num_threads()} CPU threads"
     )
     paths = _data(out, s, fresh)
-    from .data import load_coco_annotations
+    from ..engines.detection.data import load_coco_annotations
 
     names = [c["name"] for c in load_coco_annotations(paths["val_annotations"])["categories"]]
     print(

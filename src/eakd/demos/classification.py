@@ -21,9 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ...config import from_dict
-from .config import ExperimentConfig
-from .sweep import expand_grid, run_sweep, summarize
+from ..config import from_dict
+from ..engines.classification.config import ExperimentConfig
+from ..engines.classification.sweep import expand_grid, run_sweep, summarize
 
 __all__ = ["DEMO_DATASETS", "demo_config", "run_demo"]
 
@@ -106,7 +106,7 @@ def demo_config(dataset: str, out: Path, role: str, teacher_ckpt: str | None = N
 
 
 def _train_job(job: tuple[dict, bool]) -> dict:
-    from .train import train
+    from ..engines.classification.train import train
 
     cfg, resume = job
     return train(cfg, resume=resume, quiet=True)
@@ -114,7 +114,7 @@ def _train_job(job: tuple[dict, bool]) -> dict:
 
 def _jobs(base: dict, seeds: range) -> list[tuple[dict, bool]]:
     """The (config, resume) of every student run not finished yet (same layout as run_sweep)."""
-    from ...config import apply_overrides
+    from ..config import apply_overrides
 
     jobs = []
     sweep_dir = Path(base["output_dir"]) / base["name"]
@@ -211,7 +211,7 @@ DEMO_FIGURES = ("loss_share", "segments", "entropy_boxes", "tsne", "time")
 
 def _figures(sweep_dir: Path, out: Path) -> None:
     try:
-        from ...analysis.analyze import DEMO_OPTIONS, analyze
+        from ..analysis.analyze import DEMO_OPTIONS, analyze
     except ImportError:
         print("(figures: install the analysis extra, pip install 'eakd[analysis]')")
         return

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from ...losses.token import ChunkedTokenDistillation
-from .data import Example, collate_train, encode_example
-from .evaluate import GenerationConfig, evaluate_rouge
-from .models import layer_subset_student, load_causal_lm, load_tokenizer
+from ..engines.llm.data import Example, collate_train, encode_example
+from ..engines.llm.evaluate import GenerationConfig, evaluate_rouge
+from ..engines.llm.models import layer_subset_student, load_causal_lm, load_tokenizer
+from ..losses.token import ChunkedTokenDistillation
 
 __all__ = ["DemoSettings", "find_smollm2", "load_chatterbot_pairs", "run_demo"]
 
