@@ -31,22 +31,28 @@ def _check(ours, reference, s, atol=1e-5, rtol=1e-4):
     torch.testing.assert_close(g_ours.double(), g_ref.double(), atol=atol, rtol=rtol)
 
 
-@pytest.fixture(params=["stacked", "separate", "blocks"])
-def kd_path(request, monkeypatch):
-    """Run KD through every fused implementation: the small-input path, the large-input path
-    in one block, and the large-input path over several blocks of rows (uneven last block)."""
-    monkeypatch.setattr(_fused, "STACK_BELOW", 1 << 30 if request.param == "stacked" else 0)
-    if request.param == "blocks":
-        monkeypatch.setattr(_fused, "CHUNK_ELEMS", 200)
-    return request.param
+KD_PATHS = {
+    "small": {"small": True},
+    "rows": {"small": False},
+    "blocks": {"small": False, "block_elems": 200},
+}
 
 
-@pytest.fixture(params=["one block", "blocks"])
-def dkd_path(request, monkeypatch):
+@pytest.fixture(params=list(KD_PATHS))
+def kd_path(request):
+    """Keyword arguments of ``kd_rows`` for every implementation: the small-input path, the
+    row kernel in one block, and the row kernel over several blocks (uneven last block)."""
+    return KD_PATHS[request.param]
+
+
+@pytest.fixture(params=[{}, {"block_elems": 200}], ids=["one block", "blocks"])
+def dkd_path(request):
     """DKD in one block of rows, and over several (uneven last block)."""
-    if request.param == "blocks":
-        monkeypatch.setattr(_fused, "CHUNK_ELEMS", 200)
     return request.param
+
+
+#: Shapes that take each KD implementation through the public API: small, rows, two blocks.
+NATURAL_KD_SHAPES = [(40, 10), (400, 100), (1400, 100)]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -73,6 +79,9 @@ def test_weights(shape, kind, h_ub):
 def test_kd(shape, t, kd_path):
     s, z, _ = _pair(shape)
     _check(functional.kd_loss(s, z, temperature=t, reduction="none"), ref.kd(s, z, t), s)
+    c = shape[-1]
+    per, _, _ = _fused.kd_rows(s.reshape(-1, c), z.reshape(-1, c), t, **kd_path)
+    _check(per.view(shape[:-1]), ref.kd(s, z, t), s)
 
 
 @pytest.mark.parametrize("t", TEMPS)
@@ -80,7 +89,7 @@ def test_kd(shape, t, kd_path):
 def test_fused_kd_entropies(t, t_prime, kd_path):
     """KD's fused pass returns the same entropies as the reference (T' equal to T or not)."""
     s, z, _ = _pair((37, 19))
-    per, hs, ht = _fused.kd_rows(s, z, t, t_prime)
+    per, hs, ht = _fused.kd_rows(s, z, t, t_prime, **kd_path)
     torch.testing.assert_close(hs.double(), ref.entropy(s, t_prime).detach(), atol=2e-5, rtol=0)
     torch.testing.assert_close(ht.double(), ref.entropy(z, t_prime).detach(), atol=2e-5, rtol=0)
     _check(per, ref.kd(s, z, t), s)
@@ -95,11 +104,14 @@ def test_dkd(shape, t, alpha, beta, dkd_path):
     c = shape[-1]
     reference = ref.dkd(s.reshape(-1, c), z.reshape(-1, c), y.reshape(-1), alpha, beta, t)
     _check(ours, reference.view(shape[:-1]), s)
+    s2, z2, y2 = s.reshape(-1, c), z.reshape(-1, c), y.reshape(-1)
+    per, _, _ = _fused.dkd_rows(s2, z2, y2, t, alpha, beta, **dkd_path)
+    _check(per.view(shape[:-1]), ref.dkd(s2, z2, y2, alpha, beta, t).view(shape[:-1]), s)
 
 
 def test_dkd_fused_entropies(dkd_path):
     s, z, y = _pair((33, 17))
-    per, hs, ht = _fused.dkd_rows(s, z, y, 4.0, 1.0, 8.0, 3.0)
+    per, hs, ht = _fused.dkd_rows(s, z, y, 4.0, 1.0, 8.0, 3.0, **dkd_path)
     torch.testing.assert_close(hs.double(), ref.entropy(s, 3.0).detach(), atol=2e-5, rtol=0)
     torch.testing.assert_close(ht.double(), ref.entropy(z, 3.0).detach(), atol=2e-5, rtol=0)
     _check(per, ref.dkd(s, z, y, 1.0, 8.0, 4.0), s)
@@ -199,11 +211,13 @@ def test_standardize_logits_formula():
     torch.testing.assert_close(eakd.standardize_logits(s).double(), ref.standardize(s))
 
 
+@pytest.mark.parametrize("shape", NATURAL_KD_SHAPES)
 @pytest.mark.parametrize("t_prime", [2.0, 3.0])
 @pytest.mark.parametrize("name", ["kd", "dkd"])
-def test_entropy_adaptive_fast_path_matches_formula(name, t_prime, kd_path):
-    """The fused EA path: mean_n w_n * l_n with w from the reference formula, values + grads."""
-    s, z, y = _pair((40, 10))
+def test_entropy_adaptive_fast_path_matches_formula(name, t_prime, shape):
+    """The fused EA path: mean_n w_n * l_n with w from the reference formula, values + grads,
+    at sizes that take every KD implementation."""
+    s, z, y = _pair(shape)
     ea = EntropyAdaptive(build_loss(name), temperature=t_prime)
     per = ref.kd(s, z, 4.0) if name == "kd" else ref.dkd(s, z, y, 1.0, 8.0, 4.0)
     expected = (per * ref.ea_weight(s, z, t_prime).detach()).mean()
@@ -230,15 +244,14 @@ def test_entropy_adaptive_standardized_weights():
         (1.0, 2.0, None, "mean", 0),
     ],
 )
-def test_one_node_small_kd_path(kind, t, t_prime, h_ub, reduction, num_items):
-    """Small float32 EA-KD runs as one autograd node (weights, reduction and gradient formed in
-    the forward): value, gradient and ``last_stats`` against the formulas."""
+def test_small_kd_path_with_options(kind, t, t_prime, h_ub, reduction, num_items):
+    """Small float32 EA-KD with every weight kind, reduction and denominator: value, gradient
+    and ``last_stats`` against the formulas."""
     s, z, _ = _pair((23, 11))
     ea = EntropyAdaptive(
         build_loss("kd", temperature=t), temperature=t_prime, kind=kind, max_entropy=h_ub
     )
     out = ea(s, z, reduction=reduction, num_items=num_items)
-    assert out.grad_fn is not None and "WeightedKD" in type(out.grad_fn).__name__
     w = ref.ea_weight(s, z, t_prime, h_ub, kind).detach()
     total = (ref.kd(s, z, t) * w).sum()
     if reduction == "sum":
@@ -257,32 +270,34 @@ def test_one_node_small_kd_path(kind, t, t_prime, h_ub, reduction, num_items):
     assert stats.mask is None and not stats.weights.requires_grad
 
 
-def test_one_node_path_backward_twice_and_fallbacks():
-    s, z, _ = _pair((8, 5))
+@pytest.mark.parametrize("shape", NATURAL_KD_SHAPES)
+def test_backward_twice_and_equivalent_calls(shape):
+    s, z, _ = _pair(shape)
+    n = shape[0]
     ea = EntropyAdaptive(build_loss("kd"))
     out = ea(s, z)
     (g1,) = torch.autograd.grad(out, s, retain_graph=True)
     (g2,) = torch.autograd.grad(out, s)
-    torch.testing.assert_close(g1, g2)  # the saved gradient is not consumed in place
-    # options the one-node path does not cover take the per-item path, with equal results
-    for kwargs, call in [
-        ({"normalize": True}, {}),
-        ({}, {"mask": torch.ones(8, dtype=torch.bool)}),
-        ({}, {"reduction": "none"}),
-        ({}, {"num_items": torch.tensor(8)}),
+    torch.testing.assert_close(g1, g2)  # a saved gradient is not consumed in place
+    w = ea.last_stats.weights
+    # equivalent ways of asking for the same mean give the same value
+    for call in [
+        {"mask": torch.ones(n, dtype=torch.bool)},
+        {"num_items": torch.tensor(n)},
     ]:
-        other = EntropyAdaptive(build_loss("kd"), **kwargs)(s, z, **call)
-        assert "WeightedKD" not in type(other.grad_fn).__name__
+        torch.testing.assert_close(ea(s, z, **call), out)
+    torch.testing.assert_close(ea(s, z, reduction="none").mean(), out)
+    normalized = EntropyAdaptive(build_loss("kd"), normalize=True)(s, z)
+    torch.testing.assert_close(normalized, out / w.mean())
     double = EntropyAdaptive(build_loss("kd"))(s.double(), z.double())
-    assert "WeightedKD" not in type(double.grad_fn).__name__
     torch.testing.assert_close(double.float(), out)
 
 
 @pytest.mark.parametrize("name", ["kd", "dkd"])
-def test_fused_paths_refuse_double_backward(name, kd_path):
-    """The closed-form gradients are constants of the forward: a second-order gradient through
-    them would be silently wrong, so it raises instead."""
-    s, z, y = _pair((6, 5))
+def test_fused_paths_refuse_double_backward(name):
+    """The closed-form gradients of the row kernels are constants of the forward: a
+    second-order gradient through them would be silently wrong, so it raises instead."""
+    s, z, y = _pair((400, 100))
     loss = EntropyAdaptive(build_loss(name))(s, z, y)
     # the upstream gradient depends on s, so the first-order gradient has a graph
     (g,) = torch.autograd.grad(loss * s.sum(), s, create_graph=True)

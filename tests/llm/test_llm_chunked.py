@@ -8,8 +8,8 @@ import llm_reference as ref
 import pytest
 import torch
 
-from eakd.core import reduce
-from eakd.losses.token import ChunkedTokenDistillation, sequence_weights, token_divergence
+from eakd.core import EASettings, reduce, sequence_means, weights_from_entropies
+from eakd.losses.token import ChunkedTokenDistillation, token_divergence
 
 B, T, HS, HT, V = 3, 7, 6, 10, 23  # B*T = 21 rows
 
@@ -52,7 +52,7 @@ def _grads(loss, params):
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 8, 64])  # 4 and 8 do not divide the 15 valid rows
-@pytest.mark.parametrize("granularity", ["token", "sequence"])
+@pytest.mark.parametrize("granularity", ["item", "sequence"])
 @pytest.mark.parametrize("ea", [True, False])
 def test_chunked_equals_full_forward_kl(chunk_size, granularity, ea):
     hs, ws, bs, ht, wt, bt, labels = _inputs()
@@ -85,7 +85,8 @@ def test_chunked_equals_full_forward_kl(chunk_size, granularity, ea):
 )
 def test_chunked_equals_full_other_divergences(name, prm):
     hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=1, bias=False)
-    loss = ChunkedTokenDistillation(name, granularity="sequence", chunk_size=5, **prm)
+    ea = EASettings(enabled=True, temperature=1.0, granularity="sequence")
+    loss = ChunkedTokenDistillation(name, ea=ea, chunk_size=5, **prm)
     got = loss(hs, ws, ht, wt, labels, num_items=40)
     expected = _full_reference(
         hs, ws, None, ht, wt, None, labels, name, prm, True, "sequence", 1.0, 40
@@ -109,7 +110,9 @@ def test_sequence_weights_of_ones_reproduce_the_token_mean_baseline():
     for row in range(B):
         w = st.weights[row][st.mask[row]]
         assert float(w.max() - w.min()) == 0.0
-    expected = sequence_weights(st.student_entropy, st.teacher_entropy, st.mask, math.log(V))
+    h_s = sequence_means(st.student_entropy, st.mask)
+    h_t = sequence_means(st.teacher_entropy, st.mask)
+    expected = weights_from_entropies(h_s, h_t, math.log(V))
     torch.testing.assert_close(st.weights[st.mask], expected[st.mask])
 
 
@@ -188,7 +191,11 @@ def test_chunked_agrees_with_entropy_adaptive_on_full_logits(granularity):
 def test_hard_label_cross_entropy_term_matches_full_logits():
     hs, ws, bs, ht, wt, bt, labels = _inputs(seed=8)
     loss = ChunkedTokenDistillation(
-        "forward_kl", granularity="sequence", chunk_size=4, kd_weight=0.5, ce_weight=0.5
+        "forward_kl",
+        ea=EASettings(enabled=True, temperature=1.0, granularity="sequence"),
+        chunk_size=4,
+        kd_weight=0.5,
+        ce_weight=0.5,
     )
     got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
     zs = hs @ ws.t() + bs
@@ -201,3 +208,35 @@ def test_hard_label_cross_entropy_term_matches_full_logits():
     assert loss.last_terms["ce"] == pytest.approx(float(ce.detach()), rel=1e-5)
     for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ea", "base", "none"])
+def test_one_settings_object_configures_both_paths(kind):
+    """The wrapper and the chunked loss read the same EASettings and give the same loss."""
+    from eakd import EntropyAdaptive, build_loss
+
+    settings = EASettings(enabled=True, temperature=2.0, max_entropy=5.0, kind=kind)
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=9)
+    full = EntropyAdaptive(build_loss("reverse_kl"), settings)(
+        hs @ ws.t() + bs, ht @ wt.t() + bt, labels
+    )
+    chunked = ChunkedTokenDistillation("reverse_kl", ea=settings, chunk_size=5)(
+        hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt
+    )
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-6)
+    off = ChunkedTokenDistillation("reverse_kl", ea=settings.replace(enabled=False))
+    plain = build_loss("reverse_kl")(hs @ ws.t() + bs, ht @ wt.t() + bt, labels)
+    torch.testing.assert_close(
+        off(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt), plain, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_settings_the_chunked_loss_cannot_honour_are_refused():
+    with pytest.raises(ValueError, match="normalize=false"):
+        ChunkedTokenDistillation("forward_kl", ea=EASettings(enabled=True, normalize=True))
+    with pytest.raises(ValueError, match="weight_logits=raw"):
+        ChunkedTokenDistillation(
+            "forward_kl", ea=EASettings(enabled=True, weight_logits="standardized")
+        )
+    with pytest.raises(ValueError, match="'token' is now 'item'"):
+        ChunkedTokenDistillation("forward_kl", granularity="token")

@@ -1,6 +1,6 @@
 """Core of EA-KD: entropies, EA weights, the single reduction point and logit transforms."""
 
-from .entropy import entropy, entropy_from_log_probs
+from .entropy import entropy, entropy_from_log_probs, entropy_from_softmax
 from .reduction import REDUCTIONS, reduce
 from .settings import (
     DEFAULT_ENTROPY_TEMPERATURE,
@@ -8,10 +8,18 @@ from .settings import (
     PRESETS,
     WEIGHT_LOGITS,
     EASettings,
+    EAStats,
 )
 from .transforms import standardize_logits
 from .validation import check_finite, check_logits, check_pair, check_target
-from .weights import WEIGHT_KINDS, ea_weights, resolve_max_entropy, weights_from_entropies
+from .weights import (
+    WEIGHT_KINDS,
+    ea_weights,
+    resolve_max_entropy,
+    segment_means,
+    sequence_means,
+    weights_from_entropies,
+)
 
 __all__ = [
     "DEFAULT_ENTROPY_TEMPERATURE",
@@ -21,6 +29,7 @@ __all__ = [
     "WEIGHT_KINDS",
     "WEIGHT_LOGITS",
     "EASettings",
+    "EAStats",
     "check_finite",
     "check_logits",
     "check_pair",
@@ -28,8 +37,11 @@ __all__ = [
     "ea_weights",
     "entropy",
     "entropy_from_log_probs",
+    "entropy_from_softmax",
     "reduce",
     "resolve_max_entropy",
+    "segment_means",
+    "sequence_means",
     "standardize_logits",
     "weights_from_entropies",
 ]

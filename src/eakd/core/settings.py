@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .weights import WEIGHT_KINDS, resolve_max_entropy
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "PRESETS",
     "WEIGHT_LOGITS",
     "EASettings",
+    "EAStats",
 ]
 
 #: The paper's entropy temperature ``T'`` (CIFAR-100, Tiny-ImageNet, COCO). The paper uses 2 on
@@ -78,7 +81,7 @@ class EASettings:
                 raise TypeError(f"ea.{name} must be true or false, got {getattr(self, name)!r}")
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
-            raise ValueError(f"ea.temperature (T') must be a number > 0, got {t!r}")
+            raise ValueError(f"ea.temperature must be > 0 (the entropy temperature T'), got {t!r}")
         object.__setattr__(self, "temperature", float(t))
         if self.max_entropy is not None:
             object.__setattr__(self, "max_entropy", resolve_max_entropy(self.max_entropy, 2))
@@ -148,3 +151,16 @@ class EASettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as a run's ``results.json`` stores it."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EAStats:
+    """What the last EA-weighted forward computed, detached: per-item weights, student and
+    teacher entropies, the unweighted per-item loss and the mask of the items that counted.
+    For logging and the analysis tools."""
+
+    weights: torch.Tensor
+    student_entropy: torch.Tensor
+    teacher_entropy: torch.Tensor
+    per_item: torch.Tensor
+    mask: torch.Tensor | None = None

@@ -9,7 +9,14 @@ import torch
 from .entropy import entropy
 from .validation import check_pair
 
-__all__ = ["WEIGHT_KINDS", "ea_weights", "resolve_max_entropy", "weights_from_entropies"]
+__all__ = [
+    "WEIGHT_KINDS",
+    "ea_weights",
+    "resolve_max_entropy",
+    "segment_means",
+    "sequence_means",
+    "weights_from_entropies",
+]
 
 #: ``kind`` -> formula, with ``Ht``/``Hs`` the teacher/student entropies at ``T'``.
 WEIGHT_KINDS: dict[str, str] = {
@@ -106,3 +113,31 @@ def ea_weights(
     hs = hs if hs is not None else ht
     ht = ht if ht is not None else hs
     return weights_from_entropies(hs, ht, h_ub, kind)
+
+
+def sequence_means(h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Per-sequence mean of ``(B, T)`` token values over the valid tokens, broadcast back to
+    ``(B, T)``: :math:`\bar H_b = \sum_t m_{b,t} H_{b,t} / \sum_t m_{b,t}`.
+
+    EA-KD's sequence-level weight is the usual formula on these means, given to every token of
+    the sequence, so weights of 1 reproduce the token-mean loss exactly. A sequence without
+    valid tokens gets 0 (its tokens are masked anyway).
+    """
+    if h.dim() != 2:
+        raise ValueError(
+            f"granularity='sequence' needs (B, T) items (logits (B, T, V)), got items of shape "
+            f"{tuple(h.shape)}"
+        )
+    if mask is None:
+        return h.mean(1, keepdim=True).expand_as(h)
+    total = torch.where(mask, h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(1)
+    return (total / mask.sum(1).clamp_min(1).to(h.dtype)).unsqueeze(1).expand_as(h)
+
+
+def segment_means(h: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+    """The same means for flattened tokens: ``segments[i]`` is the sequence (``0..k-1``) of row
+    ``i``; returns each row's sequence mean, shape ``h.shape``."""
+    k = int(segments.max()) + 1
+    zeros = torch.zeros(k, dtype=h.dtype, device=h.device)
+    count = zeros.index_add(0, segments, torch.ones_like(h))
+    return (zeros.index_add(0, segments, h) / count)[segments]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.entropy import entropy
 from ..core.reduction import reduce
 from ..core.transforms import standardize_logits
 from ..core.validation import check_finite, check_pair, check_target
 
-__all__ = ["DistillationLoss", "prepare_logits"]
+__all__ = ["DistillationLoss", "logit_entropies", "prepare_logits"]
 
 
 def prepare_logits(
@@ -65,23 +66,13 @@ class DistillationLoss(nn.Module):
         target: torch.Tensor | None,
         entropy_temperature: float,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``(per_item, H_S, H_T)``; ``None`` entropies mean "not fused, compute them apart"."""
-        return self.per_item_loss(student_logits, teacher_logits, target), None, None
+        """``(per_item, H_S, H_T)`` with the raw-logit entropies at ``T'`` (detached, float32).
 
-    def weighted_loss(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor,
-        target: torch.Tensor | None,
-        entropy_temperature: float,
-        weigh,
-        denom: float,
-    ) -> tuple[torch.Tensor, ...] | None:
-        """Optional one-autograd-node EA path: ``(sum_n w_n l_n / denom, l, w, H_S, H_T)``
-        with ``w = weigh(H_S, H_T)`` detached, or ``None`` when this loss or these inputs have
-        no such path (the default). It spares the per-item graph, the weighting and the
-        reduction nodes, which dominate at small sizes."""
-        return None
+        The default computes them apart with :func:`eakd.core.entropy`; losses that can form
+        them in the same pass over the logits (KD, DKD, the token divergences, ReviewKD's
+        final logits) override it."""
+        per_item = self.per_item_loss(student_logits, teacher_logits, target)
+        return (per_item, *logit_entropies(student_logits, teacher_logits, entropy_temperature))
 
     def forward(
         self,
@@ -98,6 +89,21 @@ class DistillationLoss(nn.Module):
         if mask is None:
             mask = self.item_mask(target)
         return reduce(per_item, weight=weight, mask=mask, reduction=reduction, num_items=num_items)
+
+
+@torch.no_grad()
+def logit_entropies(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    standardized: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached float32 entropies ``(H_S, H_T)`` of ``softmax(z / T')`` per item, from the raw
+    logits or, with ``standardized``, from z-scored ones (the released DKD+LS code)."""
+    zs, zt = check_pair(student_logits, teacher_logits, "student logits", "teacher logits")
+    if standardized:
+        zs, zt = standardize_logits(zs), standardize_logits(zt)
+    return entropy(zs, temperature), entropy(zt, temperature)
 
 
 def finish(

@@ -8,7 +8,8 @@ Written for the hot path of EA-KD, where every pass over the ``(N, C)`` logits c
 * KL divergences are ``sum_c p_c (v^t_c - v^s_c) + lse(v^s) - lse(v^t)``: no ``log`` of a
   probability is taken, so confident (``|z| ~ 1e4``) logits stay finite;
 * the entropies needed by EA reuse the max-shifted logits of the same pass, rescaled in place
-  between the entropy temperature ``T'`` and the distillation temperature ``T``;
+  between the entropy temperature ``T'`` and the distillation temperature ``T``, and come from
+  the core's entropy helpers (:func:`eakd.core.entropy_from_softmax`);
 * temporaries are overwritten in place, and large inputs are processed in blocks of rows
   (:data:`CHUNK_ELEMS` logits per side) written into one preallocated gradient buffer: fresh
   ``(N, C)`` buffers (page faults, cache misses) are what costs most on CPU;
@@ -19,12 +20,13 @@ Teacher logits never receive a gradient. Double backward is not supported: it ra
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["dkd_rows", "kd_rows"]
+from ...core.entropy import entropy_from_log_probs, entropy_from_softmax
+from ...core.weights import weights_from_entropies
+
+__all__ = ["dkd_rows", "kd_rows", "weighted_kd_small"]
 
 
 def _shift(z: torch.Tensor) -> torch.Tensor:
@@ -45,15 +47,10 @@ def _softmax_lse(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return p, p.amax(-1).log_().neg_()
 
 
-def _entropy(v: torch.Tensor, p: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-    """``H = lse(v) - sum_c p_c v_c`` clamped to ``[0, log C]``; consumes ``p``."""
-    return (lse - p.mul_(v).sum(-1)).clamp_(0.0, math.log(v.shape[-1]))
-
-
 def _shifted_entropy(v: torch.Tensor) -> torch.Tensor:
     """Entropy of ``softmax(v)`` for max-shifted rows ``v`` (left unchanged)."""
     p, lse = _softmax_lse(v)
-    return _entropy(v, p, lse)
+    return entropy_from_softmax(v, p, lse, consume=True)
 
 
 #: Below this many logits per side, op dispatch dominates memory traffic: KD then uses the
@@ -66,10 +63,11 @@ CHUNK_ELEMS = 1 << 17
 CHUNK_ELEMS_ACCEL = 1 << 24
 
 
-def _row_blocks(x: torch.Tensor) -> list[slice]:
-    """Slices of rows covering ``x`` (N, C) in blocks of about ``CHUNK_ELEMS`` logits."""
+def _row_blocks(x: torch.Tensor, block_elems: int | None = None) -> list[slice]:
+    """Slices of rows covering ``x`` (N, C) in blocks of about ``block_elems`` logits (by
+    default :data:`CHUNK_ELEMS` on CPU, :data:`CHUNK_ELEMS_ACCEL` elsewhere)."""
     n, c = x.shape
-    per = CHUNK_ELEMS if x.device.type == "cpu" else CHUNK_ELEMS_ACCEL
+    per = block_elems or (CHUNK_ELEMS if x.device.type == "cpu" else CHUNK_ELEMS_ACCEL)
     rows = max(1, per // max(c, 1))
     return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
 
@@ -100,8 +98,7 @@ def _kd_small(s, t, temperature, entropy_temperature):
                 lp = torch.log_softmax(x.mul_(1.0 / entropy_temperature), -1)
             # finite logits give finite log-probabilities, so p log p needs no 0 * -inf guard
             # (non-finite logits are refused on the per-item result)
-            h = lp.exp().mul_(lp).sum(-1).neg_().clamp_(0.0, math.log(s.shape[-1]))
-            hs, ht = h.unbind(0)
+            hs, ht = entropy_from_log_probs(lp, finite=True).unbind(0)
     kl = torch.kl_div(log_q, log_p, reduction=0, log_target=True).sum(-1)
     # KL >= 0; rounding can give -1e-7 for near-identical rows (the gradient there is ~0)
     return kl.clamp_min(0.0).mul_(temperature * temperature), hs, ht
@@ -121,17 +118,17 @@ def _kd_block(s, t, target, temperature, entropy_temperature, grad_out=None):
     q, lse_s = _softmax_lse(vs)
     p, lse_t = _softmax_lse(vt)
     if entropy_temperature is not None and hs is None:  # T' == T: reuse the softmaxes
-        hs, ht = _entropy(vs, q.clone(), lse_s), _entropy(vt, p.clone(), lse_t)
+        hs, ht = entropy_from_softmax(vs, q, lse_s), entropy_from_softmax(vt, p, lse_t)
     # KL(p || q) = sum_c p_c (v^t_c - v^s_c) + lse(v^s) - lse(v^t)
     kl = vt.sub_(vs).mul_(p).sum(-1).add_(lse_s).sub_(lse_t)
     grad = q.sub_(p) if grad_out is None else torch.sub(q, p, out=grad_out)
     return kl, grad, hs, ht
 
 
-def _over_blocks(block, s, t, target, *args, with_entropies: bool):
+def _over_blocks(block, s, t, target, *args, with_entropies: bool, block_elems: int | None):
     """``block(s, t, target, *args, grad_out=None) -> (loss, grad, H_S, H_T)`` over blocks of
-    rows (see :data:`CHUNK_ELEMS`), the gradients written into one ``(N, C)`` buffer."""
-    blocks = _row_blocks(s)
+    rows (see :func:`_row_blocks`), the gradients written into one ``(N, C)`` buffer."""
+    blocks = _row_blocks(s, block_elems)
     if len(blocks) == 1:
         return block(s, t, target, *args)
     grad = torch.empty(s.shape, dtype=torch.float32, device=s.device)
@@ -161,7 +158,7 @@ def _scaled_grad(ctx, grad_out):
     return (grad * (grad_out * ctx.temperature).unsqueeze(1)).to(ctx.s_dtype)
 
 
-def _kd_blocks(s, t, temperature, entropy_temperature):
+def _kd_blocks(s, t, temperature, entropy_temperature, block_elems):
     """KD over blocks of rows: ``(T^2 KL, q - p, H_S, H_T)`` (entropies ``None`` if not asked)."""
     kl, grad, hs, ht = _over_blocks(
         _kd_block,
@@ -171,6 +168,7 @@ def _kd_blocks(s, t, temperature, entropy_temperature):
         temperature,
         entropy_temperature,
         with_entropies=entropy_temperature is not None,
+        block_elems=block_elems,
     )
     return kl.clamp_min_(0.0).mul_(temperature * temperature), grad, hs, ht
 
@@ -179,24 +177,37 @@ class _KDRows(torch.autograd.Function):
     """``T^2 KL(softmax(t/T) || softmax(s/T))`` per row (+ entropies at ``T'`` if asked)."""
 
     @staticmethod
-    def forward(ctx, s, t, temperature, entropy_temperature):
+    def forward(ctx, s, t, temperature, entropy_temperature, block_elems):
         # d(T^2 KL)/ds = T (q - p); T is applied in backward
-        out, grad, hs, ht = _kd_blocks(s, t, temperature, entropy_temperature)
+        out, grad, hs, ht = _kd_blocks(s, t, temperature, entropy_temperature, block_elems)
         return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, _gh1, _gh2):
-        return _scaled_grad(ctx, grad_out), None, None, None
+        return _scaled_grad(ctx, grad_out), None, None, None, None
 
 
 def kd_rows(
-    s: torch.Tensor, t: torch.Tensor, temperature: float, entropy_temperature: float | None = None
+    s: torch.Tensor,
+    t: torch.Tensor,
+    temperature: float,
+    entropy_temperature: float | None = None,
+    *,
+    small: bool | None = None,
+    block_elems: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """KD on 2-D logits: ``(loss (N,), H_S, H_T)``; entropies are ``None`` if not asked."""
-    if s.numel() < STACK_BELOW:
+    """KD on 2-D logits: ``(loss (N,), H_S, H_T)``; entropies are ``None`` if not asked.
+
+    ``small`` picks the implementation: the usual autograd graph for small inputs (``True``),
+    or the row kernel with its closed-form gradient (``False``); ``None`` decides by size
+    (:data:`STACK_BELOW`). ``block_elems`` sets the row-block size of the latter.
+    """
+    if small is None:
+        small = s.numel() < STACK_BELOW
+    if small:
         return _kd_small(s, t.detach(), float(temperature), entropy_temperature)
-    return _KDRows.apply(s, t.detach(), float(temperature), entropy_temperature)
+    return _KDRows.apply(s, t.detach(), float(temperature), entropy_temperature, block_elems)
 
 
 class _DKDRows(torch.autograd.Function):
@@ -207,7 +218,7 @@ class _DKDRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, s, t, target, temperature, alpha, beta, entropy_temperature):
+    def forward(ctx, s, t, target, temperature, alpha, beta, entropy_temperature, block_elems):
         out, grad, hs, ht = _over_blocks(
             _dkd_block,
             s,
@@ -218,13 +229,14 @@ class _DKDRows(torch.autograd.Function):
             beta,
             entropy_temperature,
             with_entropies=entropy_temperature is not None,
+            block_elems=block_elems,
         )
         return _save_rows(ctx, grad, temperature, s.dtype, out, hs, ht)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, _gh1, _gh2):
-        return _scaled_grad(ctx, grad_out), None, None, None, None, None, None
+        return _scaled_grad(ctx, grad_out), None, None, None, None, None, None, None
 
 
 def _dkd_block(s, t, target, temperature, alpha, beta, entropy_temperature, grad_out=None):
@@ -273,65 +285,54 @@ def dkd_rows(
     alpha: float,
     beta: float,
     entropy_temperature: float | None = None,
+    *,
+    block_elems: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Fused DKD on 2-D logits: ``(loss (N,), H_S, H_T)``."""
+    """Fused DKD on 2-D logits: ``(loss (N,), H_S, H_T)``; ``block_elems`` as in
+    :func:`kd_rows`."""
     return _DKDRows.apply(
-        s, t.detach(), target, float(temperature), float(alpha), float(beta), entropy_temperature
+        s,
+        t.detach(),
+        target,
+        float(temperature),
+        float(alpha),
+        float(beta),
+        entropy_temperature,
+        block_elems,
     )
 
 
-_SCALES: dict[tuple[float, float, torch.device], torch.Tensor] = {}
-
-
-def _temperature_scales(temperature: float, other: float, device: torch.device) -> torch.Tensor:
-    """``[[1/T], [1/T']]`` shaped to scale stacked ``(2, N, C)`` logits to ``(2, 2, N, C)``."""
-    key = (temperature, other, device)
-    scales = _SCALES.get(key)
-    if scales is None:
-        scales = torch.tensor([1.0 / temperature, 1.0 / other], device=device).view(2, 1, 1, 1)
-        _SCALES[key] = scales
-    return scales
-
-
-def _kd_stacked(s, t, temperature, entropy_temperature):
-    """No-grad KD on small float32 inputs with both sides (and both temperatures) stacked, so
-    every step is one call: ``(T^2 KL, q - p, H_S, H_T)``, entropies at ``T'``.
-
-    With rows shifted to max 0, ``lse = -log(max_c softmax)``, ``H = lse - sum_c p_c v_c`` and
-    ``KL(p || q) = lse_s - sum_c p_c v^s_c - H_t``: one softmax serves all of them.
-    """
-    x = torch.stack((s, t))
-    x = x.sub_(x.amax(-1, keepdim=True))
-    if entropy_temperature == temperature:
-        v = x * (1.0 / temperature)  # (sides, N, C)
-    else:
-        v = x * _temperature_scales(temperature, entropy_temperature, x.device)  # (T/T', ...)
-    p = torch.softmax(v, -1)
-    lse = p.amax(-1).log_().neg_()
-    h = lse - (p * v).sum(-1)
-    if entropy_temperature != temperature:
-        p, v, lse, h_kd, h = p[0], v[0], lse[0], h[0], h[1]
-    else:
-        h_kd = h
-    kl = (lse[0] - (p[1] * v[0]).sum(-1)).sub_(h_kd[1]).clamp_min_(0.0)
-    return kl.mul_(temperature * temperature), p[0].sub_(p[1]), h.clamp_(0.0, math.log(s.shape[-1]))
-
-
 class _WeightedKD(torch.autograd.Function):
-    """``sum_n w_n T^2 KL_n / D`` in a single autograd node, with ``w = weigh(H_S, H_T)``
-    detached; the scaled gradient ``T w_n (q_n - p_n) / D`` is formed in the forward (the
-    stacked pass for small inputs, blocks of rows otherwise). The detached per-item values go
-    to ``sink`` (a list), which spares an output per tensor."""
+    """EA-KD on small float32 logits as a single autograd node (see :func:`weighted_kd_small`).
+
+    With both sides (and both temperatures) stacked, every step is one call over all of them.
+    For rows shifted to max 0, ``lse = -log(max_c softmax)``, ``H = lse - sum_c p_c v_c`` and
+    ``KL(p || q) = lse_s - sum_c p_c v^s_c - H_t``: one softmax serves the loss, both
+    entropies and the gradient ``T w_n (q_n - p_n) / D``, which is kept for the backward.
+    """
 
     @staticmethod
-    def forward(ctx, s, t, temperature, entropy_temperature, weigh, denom, sink):
-        if s.numel() < STACK_BELOW:
-            kl, grad, h = _kd_stacked(s, t, temperature, entropy_temperature)
-            hs, ht = h
+    def forward(ctx, s, t, temperature, entropy_temperature, max_entropy, kind, denom, sink):
+        x = torch.stack((s, t))
+        x = x.sub_(x.amax(-1, keepdim=True))
+        same = entropy_temperature == temperature
+        # v: (side, N, C) at T, or (temperature, side, N, C) at T and T'
+        v = x.mul_(1.0 / temperature) if same else torch.stack((x * (1.0 / temperature), x))
+        if not same:
+            v[1].mul_(1.0 / entropy_temperature)
+        p = torch.softmax(v, -1)
+        lse = p.amax(-1).log_().neg_()
+        h = entropy_from_softmax(v, p, lse)  # (side, N) or (temperature, side, N)
+        if not same:
+            p, v, lse, h_kd, h = p[0], v[0], lse[0], h[0], h[1]
         else:
-            kl, grad, hs, ht = _kd_blocks(s, t, temperature, entropy_temperature)
-        w = weigh(hs, ht)
-        ctx.save_for_backward(grad.mul_((w * (temperature / denom)).unsqueeze(1)))
+            h_kd = h
+        kl = (lse[0] - (p[1] * v[0]).sum(-1)).sub_(h_kd[1]).clamp_min_(0.0)
+        kl = kl.mul_(temperature * temperature)
+        hs, ht = h.unbind(0)
+        w = weights_from_entropies(hs, ht, max_entropy, kind)
+        grad = p[0].sub_(p[1]).mul_((w * (temperature / denom)).unsqueeze(1))
+        ctx.save_for_backward(grad)
         sink.extend((kl, w, hs, ht))
         return torch.dot(kl, w).div_(denom)
 
@@ -339,16 +340,35 @@ class _WeightedKD(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None, None, None
+        return grad * grad_loss, None, None, None, None, None, None, None
 
 
-def weighted_kd(s, t, temperature, entropy_temperature, weigh, denom):
-    """EA-KD on 2-D float32 logits in one autograd node: ``(loss, per-item KD, w, H_S, H_T)``.
+def weighted_kd_small(
+    s: torch.Tensor,
+    t: torch.Tensor,
+    temperature: float,
+    entropy_temperature: float,
+    max_entropy: float,
+    kind: str,
+    denom: float,
+) -> tuple[torch.Tensor, ...]:
+    r"""EA-KD ``\sum_n w_n T^2 KL_n / D`` on small 2-D float32 logits in one autograd node:
+    ``(loss, per-item KD, w, H_S, H_T)`` (the last four detached).
 
-    ``weigh(h_s, h_t)`` gives the detached weights, ``denom`` the mean's denominator.
+    At small sizes every eager op costs its dispatch whatever its size, so the per-item graph,
+    the weighting and the reduction nodes cost more than the math; this kernel does them in one
+    forward and a one-multiply backward. Inputs from :data:`STACK_BELOW` logits up go through
+    the per-item row kernels instead, where this gains nothing.
     """
     sink: list[torch.Tensor] = []
     loss = _WeightedKD.apply(
-        s, t.detach(), float(temperature), float(entropy_temperature), weigh, float(denom), sink
+        s,
+        t.detach(),
+        float(temperature),
+        float(entropy_temperature),
+        float(max_entropy),
+        kind,
+        float(denom),
+        sink,
     )
     return (loss, *sink)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...core.reduction import reduce
-from ..base import DistillationLoss, finish, prepare_logits, unflatten
+from ..base import DistillationLoss, finish, logit_entropies, prepare_logits, unflatten
 from ..registry import register_loss
 from ._common import as_rows
 from ._fused import dkd_rows
@@ -134,7 +134,10 @@ class DKDLoss(DistillationLoss):
         return self._call(student_logits, teacher_logits, target)[0]
 
     def per_item_with_entropies(self, student_logits, teacher_logits, target, entropy_temperature):
-        return self._call(student_logits, teacher_logits, target, entropy_temperature)
+        per, hs, ht = self._call(student_logits, teacher_logits, target, entropy_temperature)
+        if hs is None:  # standardised logits: the fused pass saw z-scores, EA wants raw logits
+            hs, ht = logit_entropies(student_logits, teacher_logits, entropy_temperature)
+        return per, hs, ht
 
     def extra_repr(self) -> str:
         return (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from ...core.reduction import reduce
-from ..base import DistillationLoss, finish, prepare_logits, unflatten
+from ..base import DistillationLoss, finish, logit_entropies, prepare_logits, unflatten
 from ..registry import register_loss
 from ._common import as_rows, kl_rows, log_softmax_t
-from ._fused import kd_rows, weighted_kd
+from ._fused import kd_rows
 
 __all__ = ["KDLoss", "kd_loss", "kd_per_item"]
 
@@ -84,23 +84,16 @@ class KDLoss(DistillationLoss):
         return kd_per_item(student_logits, teacher_logits, self.temperature, self.standardize)[0]
 
     def per_item_with_entropies(self, student_logits, teacher_logits, target, entropy_temperature):
-        return kd_per_item(
+        per, hs, ht = kd_per_item(
             student_logits,
             teacher_logits,
             self.temperature,
             self.standardize,
             entropy_temperature=entropy_temperature,
         )
-
-    def weighted_loss(
-        self, student_logits, teacher_logits, target, entropy_temperature, weigh, denom
-    ):
-        s, t, _ = prepare_logits(student_logits, teacher_logits)
-        if self.standardize or s.dim() != 2 or s.dtype != torch.float32 or t.dtype != s.dtype:
-            return None
-        out = weighted_kd(s, t, self.temperature, entropy_temperature, weigh, denom)
-        finish(out[1], student_logits, teacher_logits)
-        return out
+        if hs is None:  # standardised logits: the fused pass saw z-scores, EA wants raw logits
+            hs, ht = logit_entropies(student_logits, teacher_logits, entropy_temperature)
+        return per, hs, ht
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, standardize={self.standardize}"

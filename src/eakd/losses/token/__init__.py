@@ -1,7 +1,7 @@
 """Token-level distillation losses for causal LMs: divergences over full logits, and a chunked,
 memory-flat path from hidden states (forward/reverse KL, JSD(beta), skew KL/RKL, TVD)."""
 
-from .chunked import GRANULARITIES, ChunkedTokenDistillation, sequence_weights
+from .chunked import ChunkedTokenDistillation
 from .divergences import DIVERGENCES, Divergence
 from .losses import (
     ForwardKLLoss,
@@ -23,7 +23,6 @@ from .losses import (
 
 __all__ = [
     "DIVERGENCES",
-    "GRANULARITIES",
     "ChunkedTokenDistillation",
     "Divergence",
     "ForwardKLLoss",
@@ -37,7 +36,6 @@ __all__ = [
     "jsd_loss",
     "label_mask",
     "reverse_kl_loss",
-    "sequence_weights",
     "skew_kl_loss",
     "skew_reverse_kl_loss",
     "token_divergence",

@@ -29,54 +29,19 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ...core.settings import EASettings, EAStats
 from ...core.validation import check_finite
-from ...core.weights import WEIGHT_KINDS, resolve_max_entropy, weights_from_entropies
+from ...core.weights import segment_means, weights_from_entropies
 from .divergences import Divergence
 
-__all__ = ["GRANULARITIES", "ChunkedTokenDistillation", "sequence_weights"]
-
-GRANULARITIES = ("token", "sequence")
-
-
-def sequence_weights(
-    student_entropy: torch.Tensor,
-    teacher_entropy: torch.Tensor,
-    mask: torch.Tensor,
-    max_entropy: float,
-    kind: str = "ea",
-) -> torch.Tensor:
-    r"""Sequence-level EA weights broadcast over each sequence's tokens (METHODS 11.3, option A).
-
-    .. math::
-        \bar H_b = \frac{\sum_t m_{b,t} H_{b,t}}{\sum_t m_{b,t}},\qquad
-        w_b = \tfrac12 \bar H^T_b \Big(1 + \frac{\bar H^S_b}{H_{ub}}\Big)
-
-    Args:
-        student_entropy, teacher_entropy: ``(B, T)`` per-token entropies.
-        mask: ``(B, T)`` boolean, the tokens that count (response tokens).
-        max_entropy: ``H_ub`` (``log V`` by default upstream).
-        kind: the weight formula (:data:`eakd.core.WEIGHT_KINDS`).
-
-    Returns:
-        Detached float32 ``(B, T)`` weights, constant along each row (a sequence without valid
-        tokens gets the weight of zero entropies; it is masked out anyway).
-    """
-    m = mask.float()
-    count = m.sum(-1).clamp_min(1.0)
-    hs = (student_entropy.detach().float() * m).sum(-1) / count
-    ht = (teacher_entropy.detach().float() * m).sum(-1) / count
-    w = weights_from_entropies(hs, ht, max_entropy, kind)
-    return w.unsqueeze(-1).expand_as(student_entropy)
+__all__ = ["ChunkedTokenDistillation"]
 
 
 @dataclass
 class _Plan:
     spec: Divergence
-    ea: bool
-    granularity: str
-    entropy_temperature: float
+    ea: EASettings | None  # None: no EA
     max_entropy: float
-    kind: str
     chunk_size: int
     chunks: list[torch.Tensor]
     segments: list[torch.Tensor | None]
@@ -93,7 +58,7 @@ def _make_chunks(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Row indices (into the flattened tokens) of each chunk and, for sequence chunks, the
     sequence id (0..k-1 within the chunk) of every row."""
-    if granularity == "token":
+    if granularity == "item":
         rows = mask.reshape(-1).nonzero().squeeze(1)
         return list(rows.split(chunk_size)), [None] * math.ceil(rows.numel() / chunk_size)
     seq_len = mask.shape[-1]
@@ -123,17 +88,12 @@ def _make_chunks(
     return chunks, segments
 
 
-def _chunk_weights(plan: _Plan, h_s, h_t, seg) -> torch.Tensor:
+def _chunk_weights(ea: EASettings, h_ub: float, h_s, h_t, seg) -> torch.Tensor:
     """EA weights of a chunk's rows: per token, or per sequence from the mean entropies of the
-    chunk's (whole) sequences, broadcast to their tokens."""
-    if plan.granularity == "token":
-        return weights_from_entropies(h_s, h_t, plan.max_entropy, plan.kind)
-    k = int(seg.max()) + 1
-    zeros = torch.zeros(k, dtype=h_s.dtype, device=h_s.device)
-    count = zeros.index_add(0, seg, torch.ones_like(h_s))
-    mean_s = zeros.index_add(0, seg, h_s) / count
-    mean_t = zeros.index_add(0, seg, h_t) / count
-    return weights_from_entropies(mean_s, mean_t, plan.max_entropy, plan.kind)[seg]
+    chunk's (whole) sequences (``seg``: each row's sequence), broadcast to their tokens."""
+    if ea.granularity == "sequence":
+        h_s, h_t = segment_means(h_s, seg), segment_means(h_t, seg)
+    return weights_from_entropies(h_s, h_t, h_ub, ea.kind)
 
 
 def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
@@ -151,7 +111,7 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
         k: torch.zeros(n_rows, dtype=torch.float32, device=dev)
         for k in ("per_item", "weights", "student_entropy", "teacher_entropy")
     }
-    t_ent = plan.entropy_temperature if plan.ea else None
+    t_ent = plan.ea.temperature if plan.ea is not None else None
     any_grad = any(need)
     for rows, seg in zip(plan.chunks, plan.segments, strict=True):
         h = hs[rows].float()
@@ -168,8 +128,8 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
                         zt += bt32
                 per, h_s, h_t = plan.spec.rows(zs, zt, t_ent)
                 check_finite(per.detach(), ("student logits", zs.detach()), ("teacher logits", zt))
-                if plan.ea:
-                    w = _chunk_weights(plan, h_s, h_t, seg)
+                if plan.ea is not None:
+                    w = _chunk_weights(plan.ea, plan.max_entropy, h_s, h_t, seg)
                     distill = (per * w).sum() / plan.denom
                 else:
                     distill = per.sum() / plan.denom
@@ -253,21 +213,24 @@ class ChunkedTokenDistillation(nn.Module):
         q = \mathrm{softmax}((h^S W_S^\top + b_S)/T),\ p = \mathrm{softmax}((h^T W_T^\top + b_T)/T)
 
     with ``l`` a token divergence, ``m`` the valid-token mask (``labels != ignore_index``), ``D``
-    the valid-token count (or ``num_items``), and ``w`` the detached EA weight: per token
-    (``granularity="token"``, ``w = 0.5 H^T (1 + H^S / H_ub)`` from that token's entropies at
-    ``T'``) or per sequence (``granularity="sequence"``, the same formula on the mean entropies
-    over the sequence's valid tokens; EA-KD's "sequence-level reweighting", METHODS 11.3 option
-    A, so ``w = 1`` reproduces the token-mean baseline exactly). ``ea=False`` gives ``w = 1``.
+    the valid-token count (or ``num_items``), and ``w`` the detached EA weight configured by an
+    :class:`eakd.core.EASettings`, exactly as :class:`eakd.EntropyAdaptive` computes it on the
+    full logits: per token (``granularity="item"``, ``w = 0.5 H^T (1 + H^S / H_ub)`` from that
+    token's entropies at ``T'``) or per sequence (``granularity="sequence"``, the same formula
+    on the mean entropies over the sequence's valid tokens, so ``w = 1`` reproduces the
+    token-mean baseline exactly). Without EA, ``w = 1``.
 
     Args:
         divergence: ``forward_kl``, ``reverse_kl``, ``jsd``, ``skew_kl``, ``skew_reverse_kl``
             or ``tvd``; its hyper-parameters go in ``**params`` (``beta``, ``alpha``, ...).
+        ea: the EA settings; ``True`` (the default) means ``EASettings(enabled=True)``,
+            ``False``/``None`` no EA, and an :class:`~eakd.core.EASettings` applies EA when its
+            ``enabled`` is set. ``normalize`` and ``weight_logits="standardized"`` need the full
+            logits: use :class:`eakd.EntropyAdaptive` for them.
+        granularity, entropy_temperature, max_entropy, kind: keyword forms of the ``ea`` fields
+            ``granularity``, ``temperature`` (``T'``), ``max_entropy`` (``None``: ``log V``; set
+            it for padded vocabularies) and ``kind``, applied over ``ea``.
         temperature: the distillation temperature ``T`` (1 in DistiLLM).
-        ea: apply entropy-adaptive weights.
-        granularity: ``"token"`` or ``"sequence"`` (``"item"`` is accepted for ``"token"``).
-        entropy_temperature: ``T'`` of the entropies (default 1.0).
-        max_entropy: ``H_ub``; ``None`` means ``log V`` (set it for padded vocabularies).
-        kind: weight formula, see :data:`eakd.core.WEIGHT_KINDS`.
         chunk_size: rows per chunk (memory ~ ``chunk_size * V`` floats times a small constant).
             With ``granularity="sequence"`` a chunk holds whole sequences, so it grows to the
             longest sequence's valid-token count when that is larger.
@@ -290,12 +253,12 @@ class ChunkedTokenDistillation(nn.Module):
         self,
         divergence: str = "forward_kl",
         *,
-        temperature: float = 1.0,
-        ea: bool = True,
-        granularity: str = "token",
-        entropy_temperature: float = 1.0,
+        ea: EASettings | bool | None = True,
+        granularity: str | None = None,
+        entropy_temperature: float | None = None,
         max_entropy: float | None = None,
-        kind: str = "ea",
+        kind: str | None = None,
+        temperature: float = 1.0,
         chunk_size: int = 1024,
         ignore_index: int = -100,
         kd_weight: float = 1.0,
@@ -308,32 +271,39 @@ class ChunkedTokenDistillation(nn.Module):
                 f"kd_weight and ce_weight must be >= 0 and not both 0, got {kd_weight}, {ce_weight}"
             )
         self.spec = Divergence.build(divergence, temperature, **params)
-        if granularity == "item":
-            granularity = "token"
-        if granularity not in GRANULARITIES:
+        if isinstance(ea, bool) or ea is None:
+            ea = EASettings(enabled=bool(ea))
+        elif not isinstance(ea, EASettings):
+            raise TypeError(f"ea must be an EASettings or a bool, got {type(ea).__name__}")
+        options = {"granularity": granularity, "temperature": entropy_temperature, "kind": kind}
+        options = {k: v for k, v in options.items() if v is not None}
+        if max_entropy is not None:
+            options["max_entropy"] = max_entropy
+        ea = EASettings.from_options(ea, **options)
+        if ea.enabled and (ea.normalize or ea.weight_logits != "raw"):
             raise ValueError(
-                f"granularity must be one of {GRANULARITIES} ('item' = 'token'), got "
-                f"{granularity!r}"
+                "the chunked loss supports ea.normalize=false and ea.weight_logits=raw only "
+                "(both others need every token's logits at once); use the full-logit path "
+                "(EntropyAdaptive over a token loss) for them"
             )
-        if kind not in WEIGHT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(WEIGHT_KINDS)}, got {kind!r}")
-        if not entropy_temperature > 0:
-            raise ValueError(f"entropy_temperature must be > 0, got {entropy_temperature}")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-        if max_entropy is not None:
-            resolve_max_entropy(max_entropy, 2)
-        self.ea = bool(ea)
-        self.granularity = granularity
-        self.entropy_temperature = float(entropy_temperature)
-        self.max_entropy = max_entropy
-        self.kind = kind
+        self.settings = ea
         self.chunk_size = chunk_size
         self.ignore_index = int(ignore_index)
         self.kd_weight = float(kd_weight)
         self.ce_weight = float(ce_weight)
-        self.last_stats = None
+        self.last_stats: EAStats | None = None
         self.last_terms: dict[str, float] = {}
+
+    @property
+    def ea(self) -> bool:
+        """Whether EA weights are applied."""
+        return self.settings.enabled
+
+    @property
+    def granularity(self) -> str:
+        return self.settings.granularity
 
     def forward(
         self,
@@ -369,7 +339,8 @@ class ChunkedTokenDistillation(nn.Module):
                 f"reduction must be 'mean' or 'sum' for the chunked loss, got {reduction!r} "
                 "(per-token values are in .last_stats.per_item)"
             )
-        if self.granularity == "sequence" and len(lead) != 2:
+        ea = self.settings
+        if ea.granularity == "sequence" and len(lead) != 2:
             raise ValueError(
                 "granularity='sequence' needs hidden states of shape (B, T, H) to know the "
                 f"sequences, got {tuple(student_hidden.shape)}"
@@ -382,18 +353,15 @@ class ChunkedTokenDistillation(nn.Module):
             denom = denom.clamp_min(1) if isinstance(denom, torch.Tensor) else max(float(denom), 1)
         else:
             denom = max(float(valid.sum()), 1.0)
-        seq_mask = valid if self.granularity == "sequence" else valid.reshape(-1)
-        chunks, segments = _make_chunks(seq_mask, self.granularity, self.chunk_size)
-        h_ub = resolve_max_entropy(self.max_entropy, student_weight.shape[0])
+        seq_mask = valid if ea.granularity == "sequence" else valid.reshape(-1)
+        chunks, segments = _make_chunks(seq_mask, ea.granularity, self.chunk_size)
+        h_ub = ea.max_entropy_for(student_weight.shape[0])
         if self.ce_weight and labels is None:
             raise ValueError("ce_weight > 0 needs labels (the hard targets of the CE term)")
         plan = _Plan(
             self.spec,
-            self.ea,
-            self.granularity,
-            self.entropy_temperature,
+            ea if ea.enabled else None,
             h_ub,
-            self.kind,
             self.chunk_size,
             chunks,
             segments,
@@ -430,8 +398,6 @@ class ChunkedTokenDistillation(nn.Module):
         return torch.ones(lead, dtype=torch.bool, device=device)
 
     def _record(self, plan: _Plan, valid: torch.Tensor, lead: torch.Size) -> None:
-        from ...adaptive import EAStats  # local: keeps eakd.losses free of the wrapper module
-
         st = plan.stats or {}
         view = {k: v.view(lead) for k, v in st.items()}
         if view:
@@ -444,8 +410,5 @@ class ChunkedTokenDistillation(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.spec.describe()}, ea={self.ea}, granularity={self.granularity!r}, "
-            f"entropy_temperature={self.entropy_temperature}, max_entropy={self.max_entropy}, "
-            f"kind={self.kind!r}, chunk_size={self.chunk_size}"
-        )
+        ea = ", ".join(f"{k}={v!r}" for k, v in self.settings.to_dict().items())
+        return f"{self.spec.describe()}, ea=EASettings({ea}), chunk_size={self.chunk_size}"

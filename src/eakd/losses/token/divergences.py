@@ -39,7 +39,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["DIVERGENCES", "Divergence", "entropy_rows", "log_probs"]
+from ...core.entropy import entropy_from_log_probs
+
+__all__ = ["DIVERGENCES", "Divergence", "log_probs"]
 
 #: name -> keyword hyper-parameters it accepts (besides ``temperature``), with their defaults.
 DIVERGENCES: dict[str, dict[str, Any]] = {
@@ -117,16 +119,6 @@ class _Rows:
 def _log_mix(log_p: torch.Tensor, log_q: torch.Tensor, w_p: float) -> torch.Tensor:
     """``log(w_p p + (1 - w_p) q)`` computed stably in log space (``0 < w_p < 1``)."""
     return torch.logaddexp(log_p + math.log(w_p), log_q + math.log1p(-w_p))
-
-
-def entropy_rows(log_p: torch.Tensor) -> torch.Tensor:
-    """``H = -sum_v p_v log p_v`` per row from float32 log-probabilities, clamped to ``[0, log V]``.
-
-    Entries with ``log p = -inf`` contribute 0.
-    """
-    p = log_p.exp()
-    terms = torch.where(p > 0, p * log_p, torch.zeros((), dtype=p.dtype, device=p.device))
-    return (-terms.sum(-1)).clamp(0.0, math.log(log_p.shape[-1]))
 
 
 @dataclass(frozen=True)
@@ -214,8 +206,8 @@ class Divergence:
                     hs = (-r.q_lq.detach()).clamp_(0.0, h_max)
                     ht = (-r.p_lp).clamp_(0.0, h_max)
                 else:
-                    hs = entropy_rows(log_probs(student_logits.detach(), entropy_temperature))
-                    ht = entropy_rows(log_probs(teacher_logits.detach(), entropy_temperature))
+                    hs = entropy_from_log_probs(log_probs(student_logits, entropy_temperature))
+                    ht = entropy_from_log_probs(log_probs(teacher_logits, entropy_temperature))
         return loss, hs, ht
 
     def _loss(self, r: _Rows) -> torch.Tensor:
