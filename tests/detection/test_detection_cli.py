@@ -23,7 +23,9 @@ def write_config(shapes, tmp_path) -> str:
         "student": TINY_MODEL,
         "data": {**shapes, "batch_size": 4, "workers": 0},
         "optim": {"lr": 0.01, "max_iters": 1, "warmup_iters": 1, "milestones": []},
-        "run": {"output_dir": str(tmp_path / "run"), "progress": False},
+        "name": "run",
+        "output_dir": str(tmp_path),
+        "train": {"progress": False},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -32,23 +34,33 @@ def write_config(shapes, tmp_path) -> str:
 
 def test_detect_train_then_eval(shapes, tmp_path, capsys):
     path = write_config(shapes, tmp_path)
-    assert main(["detect", "train", path, "run.log_every=1"]) == 0
+    assert main(["detect", "train", path, "train.log_every=1"]) == 0
     out = capsys.readouterr().out
-    assert "| AP | AP50 | AP75 |" in out and "model_final.pt" in out
+    assert "| AP | AP50 | AP75 |" in out and "checkpoints/final.pt" in out
     assert main(["detect", "train", path]) == 2  # the folder already holds a run
     assert "already holds a run" in capsys.readouterr().err
     assert main(["detect", "eval", path]) == 0
     assert "| AP | AP50 | AP75 |" in capsys.readouterr().out
     report = json.load(open(tmp_path / "run" / "eval.json"))
-    assert report["checkpoint"].endswith("model_final.pt") and "AP50" in report
+    assert report["checkpoint"].endswith("checkpoints/final.pt") and "AP50" in report
+    # --resume continues checkpoints/last.pt to the new optim.max_iters
+    assert main(["detect", "train", path, "optim.max_iters=2", "--resume"]) == 0
+    assert "| AP | AP50 | AP75 |" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "run" / "results.json"))["iteration"] == 2
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["1", "2"]
 
 
 def test_detect_errors_are_one_line_messages(shapes, tmp_path, capsys):
     path = write_config(shapes, tmp_path)
     assert main(["detect", "train", path, "optim.lrr=1"]) == 2
     assert "unknown key 'lrr' in config.optim" in capsys.readouterr().err
-    assert main(["detect", "eval", path, f"run.output_dir={tmp_path / 'empty'}"]) == 2
-    assert "no model_final.pt or checkpoint_last.pt" in capsys.readouterr().err
+    assert main(["detect", "eval", path, f"output_dir={tmp_path / 'empty'}"]) == 2
+    assert "no checkpoints/final.pt or checkpoints/last.pt" in capsys.readouterr().err
+    assert main(["detect", "train", path, "--resume"]) == 2
+    assert "cannot resume: no checkpoint at" in capsys.readouterr().err
+    assert main(["detect", "train", path, "run.precision=bf16"]) == 2
+    assert "train.precision" in capsys.readouterr().err
     assert main(["detect", "train", str(tmp_path / "absent.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
 
@@ -118,10 +130,10 @@ def test_demo_config_files_match_the_demo():
         "val_annotations": "data/shapes/annotations/instances_val.json",
     }
     expected = demo_configs(
-        paths, "runs/detection_demo", settings, "runs/detection_demo/teacher/model_final.pt"
+        paths, "runs/detection_demo", settings, "runs/detection_demo/teacher/checkpoints/final.pt"
     )
     for name, cfg in expected.items():
         path = os.path.join(ROOT, "configs", "detection_demo", f"{name}.yaml")
         loaded = load_detection_config(path)
-        cfg.run.progress = loaded.run.progress
+        cfg.train.progress = loaded.train.progress
         assert loaded.to_dict() == cfg.to_dict(), name

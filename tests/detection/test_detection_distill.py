@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from detection_helpers import batch, tiny_detector
 
 from eakd import EntropyAdaptive, build_loss, ea_weights
+from eakd.core import EASettings
 from eakd.engines.detection import (
     DetectionDistiller,
     build_distill_loss,
@@ -107,7 +108,8 @@ def test_kd_term_is_the_mean_per_roi_kd():
 
 
 def test_ea_weights_are_per_roi_with_log_k_plus_1():
-    loss = build_distill_loss("kd", {"temperature": 1.0}, ea=True, ea_temperature=3.0)
+    ea = EASettings(enabled=True, temperature=3.0)
+    loss = build_distill_loss("kd", {"temperature": 1.0}, ea)
     d = DetectionDistiller(tiny_detector(seed=0), tiny_detector(seed=1), loss).train()
     losses = step(d)
     s, t, _ = d.last_logits

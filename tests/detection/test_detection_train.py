@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 from detection_helpers import TINY_MODEL
 
-from eakd.config import from_dict
+from eakd.config import ConfigError, from_dict
+from eakd.core import EASettings
 from eakd.engines.detection import (
     DetectionConfig,
     DetectionDistiller,
@@ -20,11 +23,13 @@ from eakd.engines.detection import (
     lr_factor,
     train,
 )
+from eakd.engines.run import CheckpointError, NonFiniteLoss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(shapes, out, iters: int = 2, **sections) -> DetectionConfig:
+    """A tiny run whose run directory (output_dir/name) is ``out``."""
     data = {
         "train_images": shapes["train_images"],
         "train_annotations": shapes["train_annotations"],
@@ -35,10 +40,12 @@ def tiny_config(shapes, out, iters: int = 2, **sections) -> DetectionConfig:
         "workers": 0,
     }
     raw = {
+        "name": Path(out).name,
+        "output_dir": str(Path(out).parent),
         "student": dict(TINY_MODEL),
         "data": data,
         "optim": {"lr": 0.01, "max_iters": iters, "warmup_iters": 2, "milestones": [3]},
-        "run": {"output_dir": str(out), "log_every": 1, "checkpoint_every": 2, "progress": False},
+        "train": {"log_every": 1, "checkpoint_every": 2, "progress": False},
         **sections,
     }
     return from_dict(DetectionConfig, raw)
@@ -56,23 +63,23 @@ def teacher_run(shapes, tmp_path_factory):
 
 
 def test_plain_training_smoke(teacher_run):
-    out = teacher_run["output_dir"]
+    out = teacher_run["run_dir"]
     assert teacher_run["iteration"] == 2
     assert set(teacher_run["metrics"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     for name in (
         "config.yaml",
         "train_log.csv",
         "eval_log.csv",
-        "checkpoint_last.pt",
-        "model_final.pt",
-        "metrics.json",
+        "checkpoints/last.pt",
+        "checkpoints/final.pt",
+        "results.json",
     ):
         assert os.path.isfile(os.path.join(out, name)), name
     log = rows(os.path.join(out, "train_log.csv"))
     assert [r["iteration"] for r in log] == ["1", "2"] and log[0]["loss_distill"] == ""
     assert all(float(r["loss"]) > 0 for r in log)
     assert not glob.glob(os.path.join(out, "*.tmp*"))
-    ckpt = torch.load(teacher_run["checkpoint"], weights_only=False)
+    ckpt = torch.load(teacher_run["last"], weights_only=False)
     assert ckpt["iteration"] == 2 and ckpt["classes"]["names"] == [
         "circle",
         "square",
@@ -84,8 +91,9 @@ def test_plain_training_smoke(teacher_run):
 
 def test_ea_kd_training_smoke(shapes, teacher_run, tmp_path):
     teacher = dict(TINY_MODEL, checkpoint=teacher_run["model"])
-    distill = {"loss": "kd", "loss_kwargs": {"temperature": 1.0}, "ea": {"enabled": True}}
-    result = train(tiny_config(shapes, tmp_path, teacher=teacher, distill=distill))
+    distill = {"loss": "kd", "loss_kwargs": {"temperature": 1.0}}
+    cfg = tiny_config(shapes, tmp_path, teacher=teacher, distill=distill, ea={"enabled": True})
+    result = train(cfg)
     log = rows(os.path.join(tmp_path, "train_log.csv"))
     assert len(log) == 2
     for r in log:
@@ -93,12 +101,16 @@ def test_ea_kd_training_smoke(shapes, teacher_run, tmp_path):
         assert 0 <= float(r["ea_weight_mean"]) <= torch.log(torch.tensor(5.0)).item()
         assert float(r["teacher_entropy"]) > 0
     assert result["metrics"]["AP"] >= 0
+    # results.json: the final metrics and the resolved EA settings (paper preset: as given)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["ea"] == EASettings(enabled=True).to_dict() == result["ea"]
+    assert saved["metrics"]["AP"] == result["metrics"]["AP"] and saved["method"] == "kd"
 
 
 def test_resume_continues_exactly(shapes, tmp_path):
     straight = train(tiny_config(shapes, tmp_path / "a", iters=4))
     train(tiny_config(shapes, tmp_path / "b", iters=2))
-    resumed = train(tiny_config(shapes, tmp_path / "b", iters=4), resume="auto")
+    resumed = train(tiny_config(shapes, tmp_path / "b", iters=4), resume=True)
     assert resumed["iteration"] == 4
     a = torch.load(straight["model"], weights_only=False)["model"]
     b = torch.load(resumed["model"], weights_only=False)["model"]
@@ -110,12 +122,14 @@ def test_resume_continues_exactly(shapes, tmp_path):
 
 
 def test_resume_with_another_config_is_refused(shapes, teacher_run):
-    cfg = tiny_config(shapes, teacher_run["output_dir"], iters=4)
+    cfg = tiny_config(shapes, teacher_run["run_dir"], iters=4)
     cfg.optim.lr = 0.5
-    with pytest.raises(ValueError, match=r"config differs in optim.lr"):
-        train(cfg, resume=teacher_run["checkpoint"])
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint to resume from"):
-        train(cfg, resume=os.path.join(teacher_run["output_dir"], "absent.pt"))
+    with pytest.raises(ValueError, match=r"config differs from the stopped run's in optim.lr"):
+        train(cfg, resume=True)
+    with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint at .*last.pt"):
+        train(tiny_config(shapes, Path(teacher_run["run_dir"]).parent / "absent"), resume=True)
+    with pytest.raises(FileExistsError, match=r"already holds a run.*--resume"):
+        train(cfg)
 
 
 def test_non_finite_loss_stops_with_the_iteration(shapes, tmp_path, monkeypatch):
@@ -129,10 +143,10 @@ def test_non_finite_loss_stops_with_the_iteration(shapes, tmp_path, monkeypatch)
 
     monkeypatch.setattr(DetectionDistiller, "forward", poisoned)
     with pytest.raises(
-        FloatingPointError, match=r"non-finite loss at iteration 1.*last good checkpoint: none"
+        NonFiniteLoss, match=r"non-finite loss \(nan\) at step 1; no checkpoint was written yet"
     ):
         train(tiny_config(shapes, tmp_path))
-    assert not os.path.exists(tmp_path / "checkpoint_last.pt")
+    assert not os.path.exists(tmp_path / "checkpoints" / "last.pt")
 
 
 def test_warmup_and_multistep_schedule():
@@ -170,11 +184,37 @@ def test_config_errors_name_the_key(shapes, tmp_path):
         cfg.validate()
 
 
+def test_renamed_keys_name_their_new_place():
+    with pytest.raises(ConfigError, match=r"config.distill.ea was renamed: use the top-level ea:"):
+        load_detection_config(None, ["distill.loss=kd", "distill.ea.enabled=true"])
+    with pytest.raises(ConfigError, match=r"config.run was renamed: .*train.precision"):
+        load_detection_config(None, ["run.precision=bf16"])
+    with pytest.raises(
+        ConfigError, match=r"config.run was renamed: run.output_dir is now output_dir"
+    ):
+        load_detection_config(None, ["run.output_dir=runs/x"])
+    with pytest.raises(ConfigError, match=r"optim.clip_grad_norm was renamed: use train.grad_clip"):
+        load_detection_config(None, ["optim.clip_grad_norm=1.0"])
+    with pytest.raises(ValueError, match=r"ea.enabled weights a distillation term"):
+        load_detection_config(None, ["ea.enabled=true"]).validate(check_files=False)
+
+
+def test_results_hold_the_resolved_ea_settings(shapes, teacher_run, tmp_path):
+    # the official preset resolves H_ub = 100 for KD below 1000 classes (here K + 1 = 5)
+    teacher = dict(TINY_MODEL, checkpoint=teacher_run["model"])
+    ea = {"enabled": True, "preset": "official"}
+    cfg = tiny_config(shapes, tmp_path, iters=1, teacher=teacher, distill={"loss": "kd"}, ea=ea)
+    train(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())["ea"]
+    expected = EASettings(enabled=True, preset="official").resolve("kd", num_classes=5)
+    assert saved == expected.to_dict() and saved["max_entropy"] == 100.0
+
+
 def test_overrides_apply_to_nested_sections(shapes, tmp_path):
     cfg = load_detection_config(
-        None, ["distill.ea.enabled=true", "optim.milestones=[5, 9]", "student.backbone=resnet18"]
+        None, ["ea.enabled=true", "optim.milestones=[5, 9]", "student.backbone=resnet18"]
     )
-    assert cfg.distill.ea.enabled is True and cfg.optim.milestones == [5, 9]
+    assert cfg.ea.enabled is True and cfg.optim.milestones == [5, 9]
     assert cfg.student.backbone == "resnet18" and cfg.teacher is None
 
 
@@ -202,9 +242,9 @@ def test_two_process_ddp_run(shapes, tmp_path):
     mp.spawn(_ddp_worker, args=(2, port, cfg), nprocs=2, join=True)
     log = rows(tmp_path / "train_log.csv")
     assert [r["iteration"] for r in log] == ["1", "2"]
-    ckpt = torch.load(tmp_path / "checkpoint_last.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
     assert ckpt["iteration"] == 2 and len(ckpt["rng"]) == 2
-    assert os.path.isfile(tmp_path / "metrics.json")
+    assert os.path.isfile(tmp_path / "results.json")
 
 
 def _ddp_worker(rank: int, world: int, port: int, cfg: DetectionConfig) -> None:

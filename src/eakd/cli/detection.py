@@ -1,6 +1,6 @@
 """``eakd detect``: train and evaluate Faster R-CNN FPN detectors with RoI-level EA-KD.
 
-    eakd detect train CONFIG [key=value ...] [--resume PATH|auto]
+    eakd detect train CONFIG [key=value ...] [--resume]
     eakd detect eval CONFIG [key=value ...] [--checkpoint PATH]
     eakd detect make-shapes OUT_DIR [--train N --val N --image-size PX --seed S]
 
@@ -26,15 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides (optim.lr=0.02)")
     t.add_argument(
         "--resume",
-        metavar="PATH",
-        help="continue from a checkpoint; 'auto' uses OUTPUT_DIR/checkpoint_last.pt if present",
+        action="store_true",
+        help="continue the stopped run in OUTPUT_DIR/NAME from its checkpoints/last.pt",
     )
     t.set_defaults(handler=_train)
 
     e = sub.add_parser("eval", help="COCO mAP of a trained detector on data.val_*")
     e.add_argument("config")
     e.add_argument("overrides", nargs="*")
-    e.add_argument("--checkpoint", help="weights to evaluate (default: OUTPUT_DIR/model_final.pt)")
+    e.add_argument(
+        "--checkpoint",
+        help="weights to evaluate (default: OUTPUT_DIR/NAME/checkpoints/final.pt, then last.pt)",
+    )
     e.set_defaults(handler=_eval)
 
     g = sub.add_parser(
@@ -61,16 +64,17 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from ..engines.detection import load_detection_config, train
+    from ..engines.run import NonFiniteLoss
     from .main import CLIError
 
     cfg = load_detection_config(args.config, args.overrides)
     try:
         result = train(cfg, resume=args.resume)
-    except (FloatingPointError, FileExistsError) as exc:
+    except NonFiniteLoss as exc:
         raise CLIError(str(exc)) from None
     if result["metrics"] is not None:
         print(_table(result["metrics"]))
-    print(f"outputs in {result['output_dir']} (final weights: {result['model']})")
+    print(f"outputs in {result['run_dir']} (final weights: {result['model']})")
     return 0
 
 

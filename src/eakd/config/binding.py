@@ -43,6 +43,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:  # "X | None": X's own error names the key
+            return _convert(value, candidates[0], where)
         for arg in args:
             if arg is type(None):
                 continue

@@ -16,15 +16,16 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..core import EASettings
 from ..engines.detection.config import (
     DataConfig,
     DetectionConfig,
     DistillConfig,
-    EAConfig,
     OptimConfig,
-    RunConfig,
+    TrainConfig,
 )
 from ..engines.detection.model import ModelConfig
+from ..engines.run import RunDir
 
 __all__ = ["DemoSettings", "demo_configs", "run_demo"]
 
@@ -84,9 +85,10 @@ def _model(spec: dict[str, Any], size: int, checkpoint: str | None = None) -> Mo
 def demo_configs(
     paths: dict[str, str], out: str, s: DemoSettings, teacher_checkpoint: str
 ) -> dict[str, DetectionConfig]:
-    """The four runs: ``teacher``, then the student with ``plain``, ``kd`` and ``ea_kd``."""
+    """The four runs, in ``out/<name>``: ``teacher``, then the student with ``plain``, ``kd``
+    and ``ea_kd``."""
     data = DataConfig(**paths, batch_size=s.batch_size, eval_batch_size=16, workers=0)
-    run = RunConfig(seed=s.seed, log_every=50, checkpoint_every=0, eval_every=0)
+    train = TrainConfig(seed=s.seed, log_every=50, checkpoint_every=0, eval_every=0)
 
     def optim(lr: float, iters: int) -> OptimConfig:
         return OptimConfig(
@@ -101,19 +103,29 @@ def demo_configs(
     student = _model(s.student, s.image_size)
     teacher = _model(s.teacher, s.image_size, teacher_checkpoint)
     kd = DistillConfig(loss="kd", loss_kwargs={"temperature": s.kd_temperature}, weight=s.kd_weight)
-    ea = replace(kd, ea=EAConfig(enabled=True, temperature=s.ea_temperature))
-    runs = {"teacher": DetectionConfig(student=_model(s.teacher, s.image_size), data=data)}
-    runs["teacher"].optim = optim(s.teacher_lr, s.teacher_iters)
-    for name, distill in (("plain", None), ("kd", kd), ("ea_kd", ea)):
-        runs[name] = DetectionConfig(
+    ea = EASettings(enabled=True, temperature=s.ea_temperature)
+
+    def config(name: str, **sections: Any) -> DetectionConfig:
+        return DetectionConfig(
+            name=name, output_dir=out, data=data, train=replace(train), **sections
+        )
+
+    runs = {
+        "teacher": config(
+            "teacher",
+            student=_model(s.teacher, s.image_size),
+            optim=optim(s.teacher_lr, s.teacher_iters),
+        )
+    }
+    for name, distill, weights in (("plain", None, None), ("kd", kd, None), ("ea_kd", kd, ea)):
+        runs[name] = config(
+            name,
             student=student,
             teacher=teacher if distill is not None else None,
             distill=distill,
-            data=data,
+            ea=weights or EASettings(),
             optim=optim(s.student_lr, s.student_iters),
         )
-    for name, cfg in runs.items():
-        cfg.run = replace(run, output_dir=os.path.join(out, name))
     return runs
 
 
@@ -165,7 +177,7 @@ def _data(out: str, s: DemoSettings, fresh: bool) -> dict[str, str]:
         fashion_mnist=s.fashion_mnist,
         seed=s.seed,
     )
-    from ..engines.utils import write_json
+    from ..engines.run import write_json
 
     write_json(stamp, recipe)
     return paths
@@ -173,24 +185,19 @@ def _data(out: str, s: DemoSettings, fresh: bool) -> dict[str, str]:
 
 def _run(cfg: DetectionConfig, fresh: bool) -> tuple[dict[str, float], float | None]:
     """Train ``cfg``; a finished run with the same config is reused, a stopped one resumed."""
-    import json
+    from ..engines.detection.train import FINAL, train
+    from ..engines.run import load_state
 
-    from ..engines.detection.train import train
-
-    folder = cfg.run.output_dir
-    done = os.path.join(folder, "metrics.json")
-    if fresh and os.path.isdir(folder):
-        shutil.rmtree(folder)
-    elif os.path.isfile(done) and os.path.isfile(os.path.join(folder, "model_final.pt")):
-        import torch
-
-        saved = torch.load(os.path.join(folder, "model_final.pt"), weights_only=True)["config"]
-        if saved == cfg.to_dict():
-            with open(done, encoding="utf-8") as f:
-                metrics = json.load(f)
+    run = cfg.run_dir
+    final = run.checkpoint(FINAL)
+    if fresh and run.root.is_dir():
+        shutil.rmtree(run.root)
+    elif run.results.is_file() and final.is_file():
+        if load_state(final)["config"] == cfg.to_dict():
+            metrics = run.read_results()["metrics"]
             return {k: metrics[k] for k in ("AP", "AP50", "AP75")}, None
-        shutil.rmtree(folder)  # made with other settings
-    result = train(cfg, resume="auto")
+        shutil.rmtree(run.root)  # made with other settings
+    result = train(cfg, resume=run.last.is_file())
     return result["metrics"], result["seconds"]
 
 
@@ -214,13 +221,14 @@ def run_demo(args: argparse.Namespace | None = None, settings: DemoSettings | No
     )
     paths = _data(out, s, fresh)
     from ..engines.detection.data import load_coco_annotations
+    from ..engines.detection.train import FINAL
 
     names = [c["name"] for c in load_coco_annotations(paths["val_annotations"])["categories"]]
     print(
         f"data: {s.num_train} train / {s.num_val} val images of {s.image_size} px, "
         f"{len(names)} classes ({', '.join(names)}), COCO format in {paths['val_annotations']}"
     )
-    teacher_ckpt = os.path.join(out, "teacher", "model_final.pt")
+    teacher_ckpt = str(RunDir(os.path.join(out, "teacher")).checkpoint(FINAL))
     configs = demo_configs(paths, out, s, teacher_ckpt)
     labels = {
         "teacher": (s.teacher["backbone"], "teacher"),

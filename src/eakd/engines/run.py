@@ -199,6 +199,8 @@ class RunDir:
     CONFIG = "config.yaml"
     RESULTS = "results.json"
     TRAIN_LOG = "train_log.csv"
+    EVAL_LOG = "eval_log.csv"
+    EVAL = "eval.json"
     DIAGNOSTICS = "diagnostics.jsonl"
     ENTROPIES = "entropies"
     CHECKPOINTS = "checkpoints"
@@ -225,6 +227,16 @@ class RunDir:
     @property
     def train_log(self) -> Path:
         return self.root / self.TRAIN_LOG
+
+    @property
+    def eval_log(self) -> Path:
+        """Per-evaluation metrics of engines that evaluate apart from their train log."""
+        return self.root / self.EVAL_LOG
+
+    @property
+    def eval(self) -> Path:
+        """The results of the last ``eval`` command on this run."""
+        return self.root / self.EVAL
 
     @property
     def diagnostics(self) -> Path:
@@ -341,6 +353,8 @@ class RunLogger:
 
     Each CSV row is written and flushed at once, so a stopped run keeps every finished row. On
     resume, rows past ``resume_at`` (by ``step_key``) belong to the stopped run and are dropped.
+    ``path`` names another CSV of the run (e.g. :attr:`RunDir.eval_log`); TensorBoard scalars
+    of every logger of a run go to the same events folder.
     """
 
     def __init__(
@@ -350,8 +364,9 @@ class RunLogger:
         tensorboard: bool = False,
         step_key: str = "epoch",
         say: Any = None,
+        path: Path | None = None,
     ) -> None:
-        self.path = run.train_log
+        self.path = run.train_log if path is None else path
         self.step_key = step_key
         self.fields: list[str] | None = None
         if resume_at is not None and self.path.exists():

@@ -2,8 +2,9 @@
 
 Needs the ``[detection]`` extra (torchvision, pycocotools, pyyaml, tqdm, numpy, pillow).
 
+    from eakd.core import EASettings
     from eakd.engines.detection import DetectionDistiller, build_distill_loss, build_detector
-    loss = build_distill_loss("kd", {"temperature": 1.0}, ea=True)   # EA weights per RoI
+    loss = build_distill_loss("kd", {"temperature": 1.0}, EASettings(enabled=True))  # per RoI
     task = DetectionDistiller(student, teacher, loss, weight=1.0)
     losses = task(images, targets)        # torchvision's losses + loss_distill + loss
     losses["loss"].backward()
@@ -13,9 +14,8 @@ from .config import (
     DataConfig,
     DetectionConfig,
     DistillConfig,
-    EAConfig,
     OptimConfig,
-    RunConfig,
+    TrainConfig,
     load_detection_config,
 )
 from .data import CocoDetection, collate_detection, load_coco_annotations
@@ -46,12 +46,11 @@ __all__ = [
     "DetectionConfig",
     "DetectionDistiller",
     "DistillConfig",
-    "EAConfig",
     "ModelConfig",
     "OptimConfig",
     "RecordingRoIHeads",
     "RoISamples",
-    "RunConfig",
+    "TrainConfig",
     "build_detector",
     "build_distill_loss",
     "coco_evaluate",

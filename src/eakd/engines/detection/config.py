@@ -1,27 +1,28 @@
 """The detection experiment's configuration: nested dataclasses, bound strictly from YAML.
 
 A config file mirrors :class:`DetectionConfig`; ``key=value`` overrides use dotted paths
-(``optim.lr=0.02``, ``distill.ea.enabled=true``). An unknown key or a value of the wrong type
-fails before anything is built, naming the key and the valid ones.
+(``optim.lr=0.02``, ``ea.enabled=true``). An unknown key or a value of the wrong type fails
+before anything is built, naming the key and the valid ones; a renamed key names its new place.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ...config import apply_overrides, from_dict, load_config, to_dict
+from ...core import EASettings
+from ..run import PRECISIONS, RunDir
 from .model import ModelConfig
 
 __all__ = [
     "DataConfig",
     "DetectionConfig",
     "DistillConfig",
-    "EAConfig",
     "ModelConfig",
     "OptimConfig",
-    "RunConfig",
+    "TrainConfig",
     "load_detection_config",
 ]
 
@@ -48,17 +49,6 @@ class DataConfig:
 
 
 @dataclass
-class EAConfig:
-    """Entropy-adaptive weights per RoI (:class:`eakd.EntropyAdaptive`)."""
-
-    enabled: bool = False
-    temperature: float = 3.0
-    max_entropy: float | None = None
-    kind: str = "ea"
-    normalize: bool = False
-
-
-@dataclass
 class DistillConfig:
     """The RoI classification-logit distillation term, added with ``weight``.
 
@@ -70,7 +60,10 @@ class DistillConfig:
     loss: str = "kd"
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
-    ea: EAConfig = field(default_factory=EAConfig)
+
+    __renamed__: ClassVar[dict[str, str]] = {
+        "ea": "use the top-level ea: section instead (the same keys)"
+    }
 
 
 @dataclass
@@ -86,40 +79,60 @@ class OptimConfig:
     warmup_factor: float = 0.001
     milestones: list[int] = field(default_factory=lambda: [120_000, 160_000])
     gamma: float = 0.1
-    clip_grad_norm: float | None = None
+
+    __renamed__: ClassVar[dict[str, str]] = {"clip_grad_norm": "use train.grad_clip instead"}
 
 
 @dataclass
-class RunConfig:
-    """Where and how the run happens.
+class TrainConfig:
+    """How the run happens.
 
     ``device: auto`` picks CUDA when available; ``precision`` is ``fp32``, ``bf16`` or ``fp16``
-    (autocast). ``eval_every`` / ``checkpoint_every`` count iterations (0: at the end only).
-    ``threads`` sets torch's CPU threads (``None``: torch's default).
+    (autocast); ``grad_clip`` clips the global gradient norm (``None``: off). ``log_every``,
+    ``eval_every`` and ``checkpoint_every`` count iterations (0: at the end only). ``threads``
+    sets torch's CPU threads (``None``: torch's default).
     """
 
-    output_dir: str = "runs/detection"
     seed: int = 0
-    device: str = "auto"
     precision: str = "fp32"
+    grad_clip: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+    deterministic: bool = False
+    progress: bool = True
     log_every: int = 20
     eval_every: int = 0
     checkpoint_every: int = 5000
-    progress: bool = True
-    deterministic: bool = False
-    threads: int | None = None
 
 
 @dataclass
 class DetectionConfig:
-    """A detection run: plain training when ``distill`` is absent, distillation otherwise."""
+    """A detection run: plain training when ``distill`` is absent, distillation otherwise.
 
+    The run's files are in ``output_dir/name`` (:attr:`run_dir`). ``ea`` weights the
+    distillation term per RoI; ``max_entropy: null`` is ``H_ub = log(K + 1)``.
+    """
+
+    name: str = "detection"
+    output_dir: str = "runs"
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: ModelConfig | None = None
     distill: DistillConfig | None = None
+    ea: EASettings = field(default_factory=EASettings)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    __renamed__: ClassVar[dict[str, str]] = {
+        "run": "run.output_dir is now output_dir (the run directory is output_dir/name); the "
+        "other run.* keys moved to train: (train.seed, train.precision, train.device, "
+        "train.threads, train.deterministic, train.progress, train.log_every, train.eval_every, "
+        "train.checkpoint_every)"
+    }
+
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(os.path.join(self.output_dir, self.name))
 
     def validate(self, need_train: bool = True, check_files: bool = True) -> None:
         """Check values and cross-field rules; raise ``ValueError`` naming the key.
@@ -138,17 +151,17 @@ class DetectionConfig:
                 )
             from .distill import build_distill_loss
 
-            ea = self.distill.ea
-            build_distill_loss(
-                self.distill.loss, self.distill.loss_kwargs, ea.enabled, ea.temperature,
-                ea.max_entropy, ea.kind, ea.normalize,
-            )  # fmt: skip
+            build_distill_loss(self.distill.loss, self.distill.loss_kwargs, self.ea)
         elif self.teacher is not None:
             raise ValueError(
                 "a teacher is configured but no 'distill' section: add one (e.g. distill: "
                 "{loss: kd}) or remove the teacher"
             )
-        d, o, r = self.data, self.optim, self.run
+        elif self.ea.enabled:
+            raise ValueError("ea.enabled weights a distillation term: add a 'distill' section")
+        if self.ea.granularity != "item":
+            raise ValueError("ea.granularity must be 'item' in detection (a weight per RoI)")
+        d, o, t = self.data, self.optim, self.train
         keys = ("train_images", "train_annotations") if need_train else ()
         for key in (*keys, "val_images", "val_annotations"):
             if not getattr(d, key):
@@ -161,12 +174,14 @@ class DetectionConfig:
             )
         if list(o.milestones) != sorted(o.milestones):
             raise ValueError(f"optim.milestones must increase, got {o.milestones}")
-        if r.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"run.precision must be fp32, bf16 or fp16, got {r.precision!r}")
-        if r.threads is not None and r.threads < 1:
-            raise ValueError(f"run.threads must be >= 1 (or null), got {r.threads}")
-        if r.log_every < 1 or r.eval_every < 0 or r.checkpoint_every < 0:
-            raise ValueError("run.log_every >= 1, run.eval_every and checkpoint_every >= 0")
+        if t.precision not in PRECISIONS:
+            raise ValueError(
+                f"train.precision must be one of {list(PRECISIONS)}, got {t.precision!r}"
+            )
+        if t.threads is not None and t.threads < 1:
+            raise ValueError(f"train.threads must be >= 1 (or null), got {t.threads}")
+        if t.log_every < 1 or t.eval_every < 0 or t.checkpoint_every < 0:
+            raise ValueError("train.log_every >= 1, train.eval_every and checkpoint_every >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-serialisable data (what checkpoints and ``config.yaml`` store)."""

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ...adaptive import EntropyAdaptive
+from ...core import EASettings
 from ...losses.registry import build_loss
 from .model import num_detector_classes
 
@@ -157,28 +158,20 @@ def teacher_roi_logits(
 
 
 def build_distill_loss(
-    name: str = "kd",
-    loss_kwargs: dict[str, Any] | None = None,
-    ea: bool = False,
-    ea_temperature: float = 3.0,
-    max_entropy: float | None = None,
-    kind: str = "ea",
-    normalize: bool = False,
+    name: str = "kd", loss_kwargs: dict[str, Any] | None = None, ea: EASettings | None = None
 ) -> nn.Module:
-    """A registered per-item logit loss, optionally entropy-weighted per RoI.
+    """A registered per-item logit loss, entropy-weighted per RoI when ``ea.enabled``.
 
-    With ``ea=True`` the loss becomes ``EntropyAdaptive(loss, ea_temperature, max_entropy)``;
-    ``max_entropy=None`` gives ``H_ub = log(K + 1)`` over the RoI head's ``K + 1`` logits.
+    The weighted loss is ``EntropyAdaptive(loss, ea)``; ``ea.max_entropy=None`` gives
+    ``H_ub = log(K + 1)`` over the RoI head's ``K + 1`` logits.
     """
     loss = build_loss(name, **(loss_kwargs or {}))
     if not getattr(loss, "per_item", True):
         raise ValueError(
             f"loss {name!r} has no per-RoI form; use a per-item logit loss such as kd or dkd"
         )
-    if ea:
-        loss = EntropyAdaptive(
-            loss, ea_temperature, max_entropy=max_entropy, kind=kind, normalize=normalize
-        )
+    if ea is not None and ea.enabled:
+        loss = EntropyAdaptive(loss, ea)
     return loss
 
 

@@ -1,47 +1,53 @@
 """One training loop for Faster R-CNN FPN detectors, with or without RoI-level distillation.
 
 Iteration-based, as Detectron2 schedules COCO: SGD with linear warm-up and a multistep decay.
-Checkpoints hold the student, optimiser, scheduler, iteration, every rank's RNG states and the
-config, written atomically; ``resume`` continues exactly (same data order, flips, RoI sampling).
 Under ``torchrun --nproc_per_node N`` it runs DDP (gloo on CPU, nccl on GPU); only rank 0
-writes files. Output folder: ``config.yaml``, ``train_log.csv``, ``eval_log.csv``,
-``checkpoint_last.pt``, ``model_final.pt`` (``{"model": state_dict, ...}``: usable as a
-teacher checkpoint), ``metrics.json``.
+writes files. The run directory ``output_dir/name`` (:class:`~eakd.engines.run.RunDir`) holds
+``config.yaml``, ``train_log.csv``, ``eval_log.csv``, ``checkpoints/last.pt`` (student,
+optimiser, scheduler, iteration, every rank's RNG states and the config: ``--resume``
+continues exactly, with the same data order, flips and RoI sampling), ``checkpoints/final.pt``
+(``{"model": state_dict, ...}``: usable as a teacher checkpoint) and ``results.json`` (the
+final COCO metrics and the resolved EA settings).
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import os
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from ...adaptive import EntropyAdaptive
+from ...core import EASettings
+from ..run import (
+    NonFiniteLoss,
+    RunLogger,
+    autocast,
+    autocast_dtype,
+    check_resume,
+    load_state,
+    save_state,
+    write_json,
+)
 from ..utils import (
     DistContext,
-    atomic_write_text,
     get_rng_state,
     resolve_device,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
     setup_distributed,
-    write_json,
 )
 from .config import DetectionConfig
 from .data import CocoDetection, collate_detection
 from .distill import DetectionDistiller, build_distill_loss
-from .evaluate import METRICS, coco_evaluate, predict
+from .evaluate import coco_evaluate, predict
 from .model import build_detector, load_detector_weights
 
-__all__ = ["TRAIN_COLUMNS", "evaluate", "lr_factor", "train"]
+__all__ = ["FINAL", "RESUMABLE_CHANGES", "TRAIN_COLUMNS", "evaluate", "lr_factor", "train"]
 
 LOSS_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 TRAIN_COLUMNS = (
@@ -49,9 +55,14 @@ TRAIN_COLUMNS = (
     "ea_weight_mean", "ea_weight_fg", "ea_weight_bg", "teacher_entropy", "student_entropy",
     "sec_per_iter",
 )  # fmt: skip
-EVAL_COLUMNS = ("iteration", *METRICS)
-#: Config sections that may change when resuming (they do not change what is computed).
-RESUMABLE_CHANGES = ("run", "data.workers", "data.eval_batch_size", "optim.max_iters")
+#: The trained student: ``checkpoints/final.pt``.
+FINAL = "final"
+#: Keys that may change when resuming (they do not change what is computed).
+RESUMABLE_CHANGES = (
+    "name", "output_dir", "data.workers", "data.eval_batch_size", "optim.max_iters",
+    "train.seed", "train.precision", "train.device", "train.threads", "train.deterministic",
+    "train.progress", "train.log_every", "train.eval_every", "train.checkpoint_every",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- distributed
@@ -164,66 +175,15 @@ def _datasets(cfg: DetectionConfig, train: bool = True):
     return tr, val
 
 
-# --------------------------------------------------------------------------- checkpoints, logs
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "loss_kwargs" and k != "backbone_kwargs":
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
-    keys = sorted(set(a) | set(b))
-    return [
-        k
-        for k in keys
-        if a.get(k) != b.get(k)
-        and not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES)
-    ]
-
-
-class _CsvLog:
-    """Append-only CSV with fixed columns; on resume, rows past the checkpoint's iteration
-    (written by the stopped run after its last checkpoint) are dropped."""
-
-    def __init__(self, path: str, columns: tuple[str, ...], keep_until: int | None) -> None:
-        self.path, self.columns = path, columns
-        rows: list[dict[str, str]] = []
-        if keep_until is not None and os.path.isfile(path):
-            with open(path, newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= keep_until]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns)
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(path, buf.getvalue())
-
-    def write(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writerow({k: _fmt(row.get(k, "")) for k in self.columns})
-
-
-def _fmt(v: Any) -> Any:
-    return f"{v:.6g}" if isinstance(v, float) else v
-
-
 # --------------------------------------------------------------------------- building blocks
-def _build_task(cfg: DetectionConfig, num_classes: int, device: torch.device) -> DetectionDistiller:
+def _build_task(
+    cfg: DetectionConfig, ea: EASettings, num_classes: int, device: torch.device
+) -> DetectionDistiller:
     student = build_detector(cfg.student, num_classes)
     teacher, loss, weight = None, None, 1.0
     if cfg.distill is not None:
         teacher = build_detector(cfg.teacher, num_classes)  # loads teacher.checkpoint strictly
-        ea = cfg.distill.ea
-        loss = build_distill_loss(
-            cfg.distill.loss, cfg.distill.loss_kwargs, ea.enabled, ea.temperature,
-            ea.max_entropy, ea.kind, ea.normalize,
-        )  # fmt: skip
+        loss = build_distill_loss(cfg.distill.loss, cfg.distill.loss_kwargs, ea)
         weight = cfg.distill.weight
     return DetectionDistiller(student, teacher, loss, weight).to(device)
 
@@ -253,32 +213,25 @@ def _ea_summary(stats, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _evaluate_model(
     model: nn.Module,
     dataset: CocoDetection,
     cfg: DetectionConfig,
     device: torch.device,
+    dtype: torch.dtype | None,
     dist: DistContext,
-    progress: bool,
 ) -> dict[str, float]:
     """COCO mAP of ``model`` on ``dataset``; every rank predicts its shard, rank 0 scores."""
     shard = list(range(dist.rank, len(dataset), dist.world_size))
     bs = cfg.data.eval_batch_size
     batches = [shard[i : i + bs] for i in range(0, len(shard), bs)]
-    loader = _loader(dataset, batches, cfg.data.workers, cfg.run.seed)
+    loader = _loader(dataset, batches, cfg.data.workers, cfg.train.seed)
     bar = None
-    if progress and dist.is_main:
+    if cfg.train.progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(batches), desc="eval", leave=False, dynamic_ncols=True)
-    with _autocast(device, cfg.run.precision):
+    with autocast(device, dtype):
         results = predict(model, loader, device, dataset.label_to_category, bar)
     if bar is not None:
         bar.close()
@@ -291,62 +244,54 @@ def _evaluate_model(
 
 
 # --------------------------------------------------------------------------- entry points
-def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
-    """Train the configured detector (plain or distilled); return the final metrics and paths.
+def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
+    """Train the configured detector (plain or distilled).
 
     Args:
-        cfg: the validated experiment.
-        resume: a checkpoint path, or ``"auto"`` for ``run.output_dir/checkpoint_last.pt`` when
-            it exists. The config must match the checkpoint's except for
-            :data:`RESUMABLE_CHANGES`.
+        cfg: the experiment.
+        resume: continue the stopped run in ``output_dir/name`` from ``checkpoints/last.pt``;
+            the config may differ from the stopped run's only in :data:`RESUMABLE_CHANGES`.
+
+    Returns:
+        ``results.json``'s content (``metrics``, the resolved ``ea`` settings, ...) with
+        ``seconds`` and the paths ``run_dir``, ``last`` and ``model`` (the final weights).
     """
     cfg.validate()
-    run, optim = cfg.run, cfg.optim
-    dist = setup_distributed(run.device)
-    device = resolve_device(run.device, dist.local_rank)
-    if run.threads:
-        torch.set_num_threads(run.threads)
+    tc, optim = cfg.train, cfg.optim
+    run = cfg.run_dir
+    run.prepare(resume)
+    dist = setup_distributed(tc.device)
+    device = resolve_device(tc.device, dist.local_rank)
+    dtype = autocast_dtype(tc.precision, device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     if cfg.data.batch_size % dist.world_size:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} must divide evenly over "
             f"{dist.world_size} processes"
         )
     # ranks differ in their RoI sampling; data order and flips are shared (seeded per epoch)
-    seed_everything(run.seed + dist.rank, run.deterministic)
-    out = run.output_dir
-    last_path = os.path.join(out, "checkpoint_last.pt")
-    if resume == "auto":
-        resume = last_path if os.path.isfile(last_path) else None
-    if resume is None and os.path.isfile(last_path):
-        raise FileExistsError(
-            f"{out} already holds a run (checkpoint_last.pt); resume it with --resume auto, "
-            "or choose another run.output_dir"
-        )
+    seed_everything(tc.seed + dist.rank, tc.deterministic)
 
+    # data, model, optimiser
     train_set, val_set = _datasets(cfg)
     iters_per_epoch = len(train_set) // cfg.data.batch_size
     if iters_per_epoch < 1:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} exceeds the {len(train_set)} training images"
         )
-    task = _build_task(cfg, train_set.num_classes, device)
+    method = cfg.distill.loss if cfg.distill is not None else None
+    ea = cfg.ea.resolve(method, num_classes=train_set.num_classes + 1)  # K + 1 RoI classes
+    task = _build_task(cfg, ea, train_set.num_classes, device)
     optimizer = _optimizer(task.student, optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, optim))
-    scaler = torch.amp.GradScaler(device.type, enabled=run.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
 
-    start = 0
-    state = None
-    if resume is not None:
-        if not os.path.isfile(resume):
-            raise FileNotFoundError(f"no checkpoint to resume from at {resume!r}")
-        state = torch.load(resume, map_location="cpu", weights_only=True)
-        changed = _config_changes(state["config"], cfg.to_dict())
-        if changed:
-            raise ValueError(
-                f"cannot resume from {resume}: the config differs in {', '.join(changed)}; "
-                "resume with the checkpoint's config (only run.*, data.workers, "
-                "data.eval_batch_size and optim.max_iters may change)"
-            )
+    # resume
+    start, state = 0, None
+    if resume:
+        state = load_state(run.last)
+        check_resume(state["config"], cfg.to_dict(), RESUMABLE_CHANGES, run.root)
         task.student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -357,16 +302,12 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
         model = nn.parallel.DistributedDataParallel(
             task, device_ids=[device.index] if device.type == "cuda" else None
         )
-
     if dist.is_main:
-        import yaml
-
-        os.makedirs(out, exist_ok=True)
-        text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        atomic_write_text(os.path.join(out, "config.yaml"), text)
-        keep = start if state is not None else None
-        train_log = _CsvLog(os.path.join(out, "train_log.csv"), TRAIN_COLUMNS, keep)
-        eval_log = _CsvLog(os.path.join(out, "eval_log.csv"), EVAL_COLUMNS, keep)
+        run.write_config(cfg.to_dict())
+        run.create()
+        kept = start if state is not None else None
+        train_log = RunLogger(run, resume_at=kept, step_key="iteration")
+        eval_log = RunLogger(run, resume_at=kept, step_key="iteration", path=run.eval_log)
     if state is not None:
         # restored last: everything above may draw random numbers
         rngs = state["rng"]
@@ -374,33 +315,15 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             set_rng_state(rngs[dist.rank])
         elif dist.is_main:
             warnings.warn(
-                f"{resume} was written by {len(rngs)} processes, this run has "
+                f"{run.last} was written by {len(rngs)} processes, this run has "
                 f"{dist.world_size}: it continues, but not bit-exactly",
                 stacklevel=2,
             )
     classes = {"names": train_set.class_names, "category_ids": train_set.label_to_category[1:]}
 
-    def save(iteration: int, metrics: dict[str, float] | None) -> None:
-        rngs = _gather_rng(dist)
-        if dist.is_main:
-            save_checkpoint(
-                {
-                    "model": task.student.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "iteration": iteration,
-                    "epoch": iteration // iters_per_epoch,
-                    "rng": rngs,
-                    "config": cfg.to_dict(),
-                    "classes": classes,
-                    "metrics": metrics,
-                },
-                last_path,
-            )
-
+    # the loop
     bar = None
-    if run.progress and dist.is_main:
+    if tc.progress and dist.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=optim.max_iters, initial=start, desc="train", dynamic_ncols=True)
@@ -409,35 +332,28 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
     count, t0 = 0, time.perf_counter()
     t_start = time.perf_counter()
     metrics: dict[str, float] | None = state.get("metrics") if state is not None else None
-    saved_at = start if state is not None else None
     it = start
     model.train()
     while it < optim.max_iters:
         epoch = it // iters_per_epoch
-        train_set.set_epoch(epoch, run.seed)
+        train_set.set_epoch(epoch, tc.seed)
         batches = _EpochBatches(
-            len(train_set), cfg.data.batch_size, dist, run.seed, epoch, it % iters_per_epoch
+            len(train_set), cfg.data.batch_size, dist, tc.seed, epoch, it % iters_per_epoch
         )
-        for images, targets in _loader(train_set, batches, cfg.data.workers, run.seed + epoch):
+        for images, targets in _loader(train_set, batches, cfg.data.workers, tc.seed + epoch):
             images = [im.to(device, non_blocking=True) for im in images]
             targets = [
                 {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
             ]
-            with _autocast(device, run.precision):
+            with autocast(device, dtype):
                 losses = model(images, targets)
             loss = losses["loss"]
-            if not torch.isfinite(loss.detach()):
-                terms = {k: float(v.detach()) for k, v in losses.items()}
-                last = f"{last_path} (iteration {saved_at})" if saved_at is not None else "none"
-                raise FloatingPointError(
-                    f"non-finite loss at iteration {it + 1}: {terms}; stopped without writing; "
-                    f"last good checkpoint: {last}. Lower optim.lr or check the data."
-                )
+            NonFiniteLoss.check(float(loss.detach()), it + 1, last_good=run.last)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if optim.clip_grad_norm is not None:
+            if tc.grad_clip is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(task.student.parameters(), optim.clip_grad_norm)
+                nn.utils.clip_grad_norm_(task.student.parameters(), tc.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -451,7 +367,7 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
             count += 1
             if bar is not None:
                 bar.update(1)
-            if it % run.log_every == 0 or it == optim.max_iters:
+            if it % tc.log_every == 0 or it == optim.max_iters:
                 avg = _mean(dist, {k: v / count for k, v in sums.items()})
                 row = {
                     "iteration": it,
@@ -461,41 +377,65 @@ def train(cfg: DetectionConfig, resume: str | None = None) -> dict[str, Any]:
                     **avg,
                 }
                 if dist.is_main:
-                    train_log.write(row)
+                    train_log.log({c: row.get(c, "") for c in TRAIN_COLUMNS})
                 if bar is not None:
                     bar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{row['lr']:.2g}")
                 sums, count, t0 = {}, 0, time.perf_counter()
             final = it == optim.max_iters
-            if final or (run.eval_every and it % run.eval_every == 0):
-                metrics = _evaluate_model(task.student, val_set, cfg, device, dist, run.progress)
+            if final or (tc.eval_every and it % tc.eval_every == 0):
+                metrics = _evaluate_model(task.student, val_set, cfg, device, dtype, dist)
                 if dist.is_main:
-                    eval_log.write({"iteration": it, **metrics})
+                    eval_log.log({"iteration": it, **metrics})
                     if bar is not None:
                         bar.write(f"iteration {it}: " + _format_metrics(metrics))
-            if final or (run.checkpoint_every and it % run.checkpoint_every == 0):
-                save(it, metrics)
-                saved_at = it
+            if final or (tc.checkpoint_every and it % tc.checkpoint_every == 0):
+                rngs = _gather_rng(dist)
+                if dist.is_main:
+                    save_state(
+                        {
+                            "model": task.student.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "iteration": it,
+                            "epoch": it // iters_per_epoch,
+                            "rng": rngs,
+                            "config": cfg.to_dict(),
+                            "classes": classes,
+                            "metrics": metrics,
+                        },
+                        run.last,
+                    )
             if final:
                 break
     if bar is not None:
         bar.close()
     if state is not None and start >= optim.max_iters and metrics is None:
-        metrics = _evaluate_model(task.student, val_set, cfg, device, dist, run.progress)
-    final_path = os.path.join(out, "model_final.pt")
+        metrics = _evaluate_model(task.student, val_set, cfg, device, dtype, dist)
+
+    # the results
+    model_path = run.checkpoint(FINAL)
+    results = {
+        "name": cfg.name,
+        "method": method or "vanilla",
+        "seed": tc.seed,
+        "iteration": it,
+        "metrics": metrics,
+        "ea": ea.to_dict(),
+    }
     if dist.is_main:
-        save_checkpoint(
-            {"model": task.student.state_dict(), "config": cfg.to_dict(), "classes": classes},
-            final_path,
-        )
-        write_json(os.path.join(out, "metrics.json"), {"iteration": it, **(metrics or {})})
+        weights = {"model": task.student.state_dict(), "config": cfg.to_dict(), "classes": classes}
+        save_state(weights, model_path)
+        run.write_results(results)
+        train_log.close()
+        eval_log.close()
     dist.barrier()
     return {
-        "metrics": metrics,
-        "iteration": it,
+        **results,
         "seconds": time.perf_counter() - t_start,
-        "output_dir": out,
-        "checkpoint": last_path,
-        "model": final_path,
+        "run_dir": str(run.root),
+        "last": str(run.last),
+        "model": str(model_path),
     }
 
 
@@ -506,31 +446,29 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 def evaluate(cfg: DetectionConfig, checkpoint: str | None = None) -> dict[str, float]:
     """COCO mAP of the configured student on ``data.val_*``.
 
-    ``checkpoint`` defaults to ``run.output_dir/model_final.pt``, then ``checkpoint_last.pt``.
-    Rank 0 writes ``eval.json`` next to the checkpoint's run.
+    ``checkpoint`` defaults to the run's ``checkpoints/final.pt``, then ``checkpoints/last.pt``.
+    Rank 0 writes ``eval.json`` into the run directory.
     """
     cfg.validate(need_train=False, check_files=False)  # the teacher is not needed here
-    dist = setup_distributed(cfg.run.device)
-    device = resolve_device(cfg.run.device, dist.local_rank)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    run = cfg.run_dir
+    dist = setup_distributed(cfg.train.device)
+    device = resolve_device(cfg.train.device, dist.local_rank)
+    dtype = autocast_dtype(cfg.train.precision, device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     if checkpoint is None:
-        for name in ("model_final.pt", "checkpoint_last.pt"):
-            path = os.path.join(cfg.run.output_dir, name)
-            if os.path.isfile(path):
-                checkpoint = path
-                break
-        else:
+        found = [p for p in (run.checkpoint(FINAL), run.last) if p.is_file()]
+        if not found:
             raise FileNotFoundError(
-                f"no model_final.pt or checkpoint_last.pt in {cfg.run.output_dir!r}; train "
-                "first or pass --checkpoint PATH"
+                f"no checkpoints/{FINAL}.pt or checkpoints/last.pt in {run.root}; train first "
+                "or pass --checkpoint PATH"
             )
+        checkpoint = str(found[0])
     _, val_set = _datasets(cfg, train=False)
     model = build_detector(cfg.student, val_set.num_classes)
     load_detector_weights(model, checkpoint)
     model.to(device)
-    metrics = _evaluate_model(model, val_set, cfg, device, dist, cfg.run.progress)
+    metrics = _evaluate_model(model, val_set, cfg, device, dtype, dist)
     if dist.is_main:
-        report = {"checkpoint": checkpoint, **metrics}
-        write_json(os.path.join(cfg.run.output_dir, "eval.json"), report)
+        write_json(run.eval, {"checkpoint": checkpoint, **metrics})
     return metrics
