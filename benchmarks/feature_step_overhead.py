@@ -20,7 +20,8 @@ import torch
 from _steps import time_steps  # benchmarks/_steps.py (the script folder is on sys.path)
 
 from eakd import EntropyAdaptive
-from eakd.engines.classification import ClassificationTask, EAConfig, MethodConfig
+from eakd.core import EASettings
+from eakd.engines.classification import ClassificationTask, MethodConfig
 from eakd.losses.feature import PerItemValues
 from eakd.models import build_model
 
@@ -38,7 +39,7 @@ def bench(method: str, args) -> float:
     tasks, opts = {}, {}
     for ea in (False, True):
         # diagnostics off: the benchmark measures the objective, not the logging
-        task = ClassificationTask(student, teacher, METHOD[method], EAConfig(enabled=ea), 100, 0)
+        task = ClassificationTask(student, teacher, METHOD[method], EASettings(enabled=ea), 100, 0)
         task.train()
         task.set_epoch(30)
         tasks[ea] = task

@@ -16,7 +16,8 @@ import statistics
 import torch
 from _steps import time_steps  # benchmarks/_steps.py (the script folder is on sys.path)
 
-from eakd.engines.classification import ClassificationTask, EAConfig, MethodConfig
+from eakd.core import EASettings
+from eakd.engines.classification import ClassificationTask, MethodConfig
 from eakd.models import build_model
 
 TARGET = 1.02
@@ -26,7 +27,7 @@ def make_task(ea: bool, method: str, student, teacher) -> ClassificationTask:
     kw = {"kd": {"temperature": 4.0}, "dkd": {"alpha": 1.0, "beta": 8.0, "temperature": 4.0}}
     m = MethodConfig(name=method, ce_weight=0.1, kd_weight=0.9, loss=kw[method])
     # diagnostics off: the benchmark measures the objective, not the logging
-    return ClassificationTask(student, teacher, m, EAConfig(enabled=ea), 100, entropy_bins=0)
+    return ClassificationTask(student, teacher, m, EASettings(enabled=ea), 100, entropy_bins=0)
 
 
 def main() -> None:

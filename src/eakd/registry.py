@@ -67,8 +67,9 @@ class Registry(Generic[T]):
         bind_kwargs(ctor, kwargs, f"{self.kind} {name!r}")
         return ctor(**kwargs)
 
-    def names(self) -> list[str]:
-        return sorted(self._items)
+    def names(self, sort: bool = True) -> list[str]:
+        """The registered names, sorted, or in registration order with ``sort=False``."""
+        return sorted(self._items) if sort else list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

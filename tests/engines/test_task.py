@@ -10,13 +10,12 @@ from torch import nn
 
 import eakd
 from eakd import EntropyAdaptive, build_loss
+from eakd.core import EASettings
 from eakd.engines.classification import (
     ClassificationTask,
-    EAConfig,
     ExperimentConfig,
     MethodConfig,
     OptimConfig,
-    ea_settings,
     learning_rate,
 )
 from eakd.losses.logit.mld import confidence_masks
@@ -35,7 +34,7 @@ class Linear(nn.Module):
 
 def _task(name, ea=False, **method_kw):
     method = MethodConfig(name=name, **method_kw)
-    return ClassificationTask(Linear(seed=1), Linear(seed=2), method, EAConfig(enabled=ea), 5)
+    return ClassificationTask(Linear(seed=1), Linear(seed=2), method, EASettings(enabled=ea), 5)
 
 
 def test_kd_objective_and_frozen_teacher():
@@ -127,26 +126,23 @@ def test_mld_objective(official, ea, ls):
 
 
 def test_class_count_mismatch_is_reported():
-    task = ClassificationTask(Linear(c=5), Linear(c=7), MethodConfig(name="kd"), EAConfig(), 5)
+    task = ClassificationTask(Linear(c=5), Linear(c=7), MethodConfig(name="kd"), EASettings(), 5)
     with pytest.raises(ValueError, match="teacher outputs 7 classes but the dataset has 5"):
         task((torch.randn(4, 8), torch.zeros(4, dtype=torch.long)))
 
 
 def test_official_preset():
-    kd = ea_settings(MethodConfig(name="kd"), EAConfig(enabled=True, preset="official"), 100)
-    assert kd["max_entropy"] == 100.0
-    kd_in = ea_settings(MethodConfig(name="kd"), EAConfig(preset="official", temperature=2.0), 1000)
-    assert kd_in["max_entropy"] == pytest.approx(math.log(1000)) and kd_in["temperature"] == 2.0
-    dkd = ea_settings(
-        MethodConfig(name="dkd", loss={"standardize": True}),
-        EAConfig(preset="official", temperature=2.0),
-        1000,
-    )
-    assert dkd["temperature"] == 3.0 and dkd["weight_logits"] == "standardized"
-    mld = ea_settings(MethodConfig(name="mld"), EAConfig(preset="official"), 200)
-    assert mld["max_entropy"] == pytest.approx(math.log(100))
-    paper = ea_settings(MethodConfig(name="kd"), EAConfig(), 100)
-    assert paper["max_entropy"] is None
+    official = EASettings(enabled=True, preset="official")
+    kd = official.resolve("kd", 100)
+    assert kd.max_entropy == 100.0
+    kd_in = EASettings(preset="official", temperature=2.0).resolve("kd", 1000)
+    assert kd_in.max_entropy == pytest.approx(math.log(1000)) and kd_in.temperature == 2.0
+    dkd = EASettings(preset="official", temperature=2.0).resolve("dkd", 1000, standardized=True)
+    assert dkd.temperature == 3.0 and dkd.weight_logits == "standardized"
+    mld = EASettings(preset="official").resolve("mld", 200)
+    assert mld.max_entropy == pytest.approx(math.log(100))
+    paper = EASettings().resolve("kd", 100)
+    assert paper.max_entropy is None
 
 
 def test_learning_rate_schedules():
@@ -187,7 +183,7 @@ def test_diagnostics_bin_by_raw_teacher_entropy_even_with_standardized_weights()
     """EA and non-EA runs must bin alike for the loss-share figure: by H_T of the raw logits
     at T', whatever logits the EA weights are computed from."""
     method = MethodConfig(name="dkd", loss={"standardize": True})
-    ea = EAConfig(enabled=True, weight_logits="standardized")
+    ea = EASettings(enabled=True, weight_logits="standardized")
     task = ClassificationTask(Linear(seed=1), Linear(seed=2), method, ea, 5, entropy_bins=16)
     task.train()
     x, y = torch.randn(12, 8), torch.randint(0, 5, (12,))

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from tiny_nets import TinyNet
 
-from eakd import build_loss, ea_weights
-from eakd.losses.feature import FCFDLoss, candidate_paths, path_name
+from eakd import EntropyAdaptive, build_loss, ea_weights
+from eakd.losses.feature import FCFDLoss, PerItemValues, candidate_paths, path_name
 
 
 def tiny_pair(**kw):
@@ -223,9 +223,9 @@ def test_ea_weighting_of_the_chosen_terms():
     x = torch.randn(6, 3, 16, 16)
     paths = ["ttss", "sstt"]
     plain = loss(x, paths=paths)
-    ones = loss(x, paths=paths, weighting=FCFDLoss.entropy_adaptive(kind="none"))
+    ones = loss(x, paths=paths, weighting=EntropyAdaptive(PerItemValues(), kind="none"))
     torch.testing.assert_close(ones.loss, plain.loss)
-    ea = FCFDLoss.entropy_adaptive(temperature=3.0)
+    ea = EntropyAdaptive(PerItemValues(), temperature=3.0)
     out = loss(x, paths=paths, weighting=ea)
     w = ea_weights(out.student_logits, out.teacher_logits, temperature=3.0)
     torch.testing.assert_close(out.weights, w)

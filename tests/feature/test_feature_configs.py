@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from eakd.config import from_dict
-from eakd.engines.classification import ClassificationTask, ExperimentConfig
+from eakd.engines.classification import ClassificationTask, ExperimentConfig, resolve_ea
 from eakd.losses import LOSSES
 from eakd.models import build_model, list_models
 from eakd.registry import bind_kwargs
@@ -56,10 +56,10 @@ def test_configs_build_their_objective(name):
     classes = 1000 if name.startswith("imagenet") else 100
     student = build_model(cfg.student.name, num_classes=classes)
     teacher = build_model(cfg.teacher.name, num_classes=classes)
-    task = ClassificationTask(student, teacher, cfg.method, cfg.ea, classes)
+    task = ClassificationTask(student, teacher, cfg.method, resolve_ea(cfg, classes), classes)
     extra = {id(p) for p in task.trainable_parameters()} - {id(p) for p in student.parameters()}
     assert extra == {id(p) for p in task.distill.parameters()} and extra
     if cfg.method.name == "fcfd":
-        assert task.distill.mix_weight == 0.2 and task.weighting is not None
+        assert task.distill.mix_weight == 0.2 and task.objective.weighting is not None
     else:
         assert task.distill.loss.student_preact

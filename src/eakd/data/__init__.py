@@ -22,8 +22,11 @@ torchvision and are imported on first use, so the tensor datasets stay light.
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Callable
 from typing import Any
 
+from ..registry import bind_kwargs
 from . import cifar, fashion_mnist, folder, mnist1d
 from .base import ArrayImageDataset, ClassificationDataset
 from .batch import BatchAugment, InMemoryLoader, normalize_batch
@@ -41,8 +44,8 @@ from .loader import (
 )
 from .mnist1d import MNIST1D, generate_mnist1d, load_mnist1d
 from .registry import (
+    DATASETS,
     DatasetInfo,
-    build_dataset,
     dataset_info,
     list_datasets,
     normalize_split,
@@ -68,6 +71,57 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None = None,
+    split: str = "train",
+    transform: Callable[[Any], Any] | str | None = "default",
+    **kwargs: Any,
+):
+    """Build a registered dataset.
+
+    Args:
+        name: a name from :func:`list_datasets`.
+        root: where the data lives (see ``dataset_info(name).layout``); None uses the dataset's
+            default location. Nothing is ever downloaded.
+        split: ``"train"``, ``"test"`` or ``"val"`` (``"val"`` == ``"test"``, see
+            :func:`normalize_split`).
+        transform: ``"default"``: the standard pipeline of the paper's recipe for this dataset
+            and split (:func:`build_transform`); ``"mld"``: on the train split a
+            :class:`TwoViewDataset` giving ``(weak, strong, target)`` (METHODS.md 5.1), on the
+            held-out split the standard test pipeline; ``None``: raw samples (PIL images, or
+            tensors for MNIST-1D); or any callable applied to the raw sample.
+        **kwargs: dataset-specific options (e.g. ``num_samples`` and ``seed`` for MNIST-1D,
+            ``subset`` for Fashion-MNIST); unknown keywords raise ``TypeError``.
+
+    Returns:
+        A ``torch.utils.data.Dataset`` yielding ``(input, target)`` with ``.info``
+        (:class:`DatasetInfo`), ``.classes`` and ``.targets``.
+    """
+    ctor = DATASETS.get(name)
+    bind_kwargs(ctor, kwargs, f"dataset {name!r}")
+    split = normalize_split(split)
+    if isinstance(transform, str):
+        # torchvision is imported only when a pipeline is requested.
+        from .transforms import TwoViewDataset, build_transform, mld_transforms
+
+        if transform == "mld" and split == "train":
+            weak, strong = mld_transforms(name)
+            base = ctor(root=root, split=split, transform=None, **kwargs)
+            return TwoViewDataset(base, weak, strong)
+        if transform not in ("default", "mld"):
+            raise ValueError(
+                f"unknown transform {transform!r}; pass 'default', 'mld', None or a callable"
+            )
+        transform = build_transform(name, split)
+    elif transform is not None and not callable(transform):
+        raise TypeError(
+            "transform must be 'default', 'mld', None or a callable, got "
+            f"{type(transform).__name__}"
+        )
+    return ctor(root=root, split=split, transform=transform, **kwargs)
 
 
 __all__ = [

@@ -1,11 +1,9 @@
-"""The dataset registry: ``build_dataset(name, ...)``, ``list_datasets()``, ``dataset_info(name)``.
+"""The dataset registry: ``register_dataset(info)``, ``list_datasets()``, ``dataset_info(name)``.
 
 Each dataset registers a constructor ``ctor(root=None, split="train", transform=None, **kw)``
 together with a :class:`DatasetInfo` record, so the metadata a model or a training loop needs
-(classes, input shape, normalisation) is known without touching the disk.
-
-This module needs only torch; the transforms (torchvision) are imported when a default or MLD
-pipeline is requested.
+(classes, input shape, normalisation) is known without touching the disk. The transforms are
+built from these records, and :func:`eakd.data.build_dataset` joins the two.
 """
 
 from __future__ import annotations
@@ -16,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry, bind_kwargs
+from ..registry import Registry
 
 __all__ = [
     "DATASETS",
     "DatasetInfo",
-    "build_dataset",
     "dataset_info",
     "default_cache_dir",
     "default_data_root",
@@ -125,53 +122,3 @@ def default_data_root() -> Path:
 def default_cache_dir() -> Path:
     """``$EAKD_CACHE`` if set, else ``~/.cache/eakd``: where generated data is cached."""
     return Path(os.environ.get("EAKD_CACHE", Path.home() / ".cache" / "eakd")).expanduser()
-
-
-def build_dataset(
-    name: str,
-    root: str | os.PathLike[str] | None = None,
-    split: str = "train",
-    transform: Callable[[Any], Any] | str | None = "default",
-    **kwargs: Any,
-):
-    """Build a registered dataset.
-
-    Args:
-        name: a name from :func:`list_datasets`.
-        root: where the data lives (see ``dataset_info(name).layout``); None uses the dataset's
-            default location. Nothing is ever downloaded.
-        split: ``"train"``, ``"test"`` or ``"val"`` (``"val"`` == ``"test"``, see
-            :func:`normalize_split`).
-        transform: ``"default"``: the standard pipeline of the paper's recipe for this dataset
-            and split (:func:`eakd.data.build_transform`); ``"mld"``: on the train split a
-            :class:`eakd.data.TwoViewDataset` giving ``(weak, strong, target)`` (METHODS.md 5.1),
-            on the held-out split the standard test pipeline; ``None``: raw samples (PIL images,
-            or tensors for MNIST-1D); or any callable applied to the raw sample.
-        **kwargs: dataset-specific options (e.g. ``num_samples`` and ``seed`` for MNIST-1D,
-            ``subset`` for Fashion-MNIST); unknown keywords raise ``TypeError``.
-
-    Returns:
-        A ``torch.utils.data.Dataset`` yielding ``(input, target)`` with ``.info``
-        (:class:`DatasetInfo`), ``.classes`` and ``.targets``.
-    """
-    ctor = DATASETS.get(name)
-    bind_kwargs(ctor, kwargs, f"dataset {name!r}")
-    split = normalize_split(split)
-    if isinstance(transform, str):
-        from .transforms import TwoViewDataset, build_transform, mld_transforms
-
-        if transform == "mld" and split == "train":
-            weak, strong = mld_transforms(name)
-            base = ctor(root=root, split=split, transform=None, **kwargs)
-            return TwoViewDataset(base, weak, strong)
-        if transform not in ("default", "mld"):
-            raise ValueError(
-                f"unknown transform {transform!r}; pass 'default', 'mld', None or a callable"
-            )
-        transform = build_transform(name, split)
-    elif transform is not None and not callable(transform):
-        raise TypeError(
-            "transform must be 'default', 'mld', None or a callable, got "
-            f"{type(transform).__name__}"
-        )
-    return ctor(root=root, split=split, transform=transform, **kwargs)

@@ -13,13 +13,12 @@ Importing this package does not import torchvision or timm.
 
 from . import cifar, demo, imagenet  # noqa: F401  (registers each family)
 from .base import FeatureModel, Features
-from .checkpoint import guess_architecture, load_checkpoint, read_state_dict
+from .checkpoint import build_model, guess_architecture, load_checkpoint, read_state_dict
 from .external import ExternalModel
 from .registry import (
     FAMILIES,
     MDISTILLER_IMAGENET_NAMES,
     MODELS,
-    build_model,
     list_models,
     model_family,
     register_model,

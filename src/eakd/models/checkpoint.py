@@ -1,4 +1,6 @@
-"""Loading weights the way users already have them.
+"""Building models and loading weights the way users already have them.
+
+:func:`build_model` builds a registered or external model, optionally loading a checkpoint.
 
 Accepted files (all read with ``map_location``, CPU by default, so GPU-saved files load anywhere):
 
@@ -32,10 +34,10 @@ import torch
 from torch import nn
 
 from .base import FeatureModel
-from .external import ExternalModel
-from .registry import MODELS, build_model
+from .external import ExternalModel, build_external
+from .registry import ALIASES, MODELS
 
-__all__ = ["guess_architecture", "load_checkpoint", "read_state_dict"]
+__all__ = ["build_model", "guess_architecture", "load_checkpoint", "read_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +271,42 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
+def build_model(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a model by registry name.
+
+    Args:
+        name: a registered name (see :func:`eakd.models.list_models`), ``"torchvision:<name>"``
+            / ``"timm:<name>"`` for a model from that package (built with random weights), or
+            ``"package.module:Constructor"`` for a user model (returned as built).
+        num_classes: size of the classifier; ``None`` keeps the constructor's default
+            (100 for the CIFAR family, 1000 for ImageNet and external models).
+        checkpoint: optional local weight file loaded with :func:`load_checkpoint`
+            (strict; accepts mdistiller/RepDistiller/torchvision/trainer layouts).
+        **kwargs: constructor options (for example ``double_bn_update`` for wide ResNets);
+            an unknown keyword raises ``TypeError`` naming the valid ones.
+
+    Returns:
+        a module with ``logits, feats = model(x)`` (see :mod:`eakd.models.base`).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}")
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if ":" in name:
+        model = build_external(name, **kwargs)
+    else:
+        model = MODELS.build(ALIASES.get(name, name), **kwargs)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model
+
+
 def load_checkpoint(
     model_or_name: nn.Module | str,
     path: str | os.PathLike[str],
@@ -281,7 +319,7 @@ def load_checkpoint(
     """Load a checkpoint file into a model (or build the named model and load it).
 
     Args:
-        model_or_name: a module, or a name for :func:`eakd.models.build_model`.
+        model_or_name: a module, or a name for :func:`build_model`.
         path: the checkpoint file (see the module docstring for accepted layouts).
         num_classes: with a name, the classifier size to build (``None``: read it from the
             checkpoint); with a module, a consistency check.

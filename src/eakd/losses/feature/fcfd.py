@@ -486,8 +486,7 @@ class FCFDLoss(nn.Module):
             target: class indices, passed to ``weighting`` (FCFD's terms do not use labels).
             weighting: ``None`` (plain FCFD) or a per-item weighting called as
                 ``weighting(values, None, target, logits=(student_logits, teacher_logits),
-                reduction=...)``: an :class:`eakd.EntropyAdaptive` around
-                :class:`PerItemValues` (see :meth:`entropy_adaptive`).
+                reduction=...)``, e.g. ``EntropyAdaptive(PerItemValues(), ea)``.
             reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per-sample ``(N,)``).
             paths: mixed paths by name (e.g. ``["ttss", "sstt"]``) instead of sampling.
         """
@@ -568,14 +567,6 @@ class FCFDLoss(nn.Module):
         if not idle:
             return 0.0
         return 0.0 * sum(w.sum() for w in idle)
-
-    @staticmethod
-    def entropy_adaptive(**kwargs: Any) -> nn.Module:
-        """An :class:`eakd.EntropyAdaptive` around :class:`PerItemValues`, for ``weighting``
-        (``kwargs``: ``temperature``, ``max_entropy``, ``kind``, ...)."""
-        from ...adaptive import EntropyAdaptive
-
-        return EntropyAdaptive(PerItemValues(), **kwargs)
 
     def extra_repr(self) -> str:
         return (

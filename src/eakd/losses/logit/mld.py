@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ...core.reduction import reduce
 from ...core.transforms import standardize_logits
 from ...core.validation import check_finite, check_pair
 from ..base import DistillationLoss, finish, prepare_logits
@@ -101,8 +102,6 @@ def mld_loss(
     ``temperatures`` defaults to ``(T0, 3, 5, 2, 6)`` with ``T0 = 4`` (CIFAR-100);
     ``confidence_mask`` is ``None``, ``"official"`` or ``"per_sample"`` (module docstring).
     """
-    from ...core.reduction import reduce
-
     per = mld_per_item(student_logits, teacher_logits, temperatures, confidence_mask, standardize)
     return reduce(per, weight=weight, mask=mask, reduction=reduction, num_items=num_items)
 
