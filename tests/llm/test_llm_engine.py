@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import subprocess
@@ -17,16 +18,18 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("rouge_score")
 
+from eakd.config import ConfigError
+from eakd.core import EASettings
 from eakd.engines.llm import (
     DistillationObjective,
     Example,
+    LLMRunDir,
     LossConfig,
     build_prompt,
     collate_train,
     encode_example,
     evaluate,
     evaluate_rouge,
-    latest_checkpoint,
     layer_subset_student,
     load_causal_lm,
     load_instructions,
@@ -34,6 +37,7 @@ from eakd.engines.llm import (
     train,
 )
 from eakd.engines.llm.evaluate import GenerationConfig
+from eakd.engines.run import CheckpointError, RunExists
 
 
 def test_prompt_and_prompt_masking(loaded):
@@ -73,23 +77,16 @@ def _batch(tok, examples):
     return collate_train([encode_example(e, tok) for e in examples], tok)
 
 
-@pytest.mark.parametrize("granularity", ["token", "sequence"])
+@pytest.mark.parametrize("granularity", ["item", "sequence"])
 def test_objective_full_and_chunked_paths_agree(loaded, dolly_file, granularity):
     tok, teacher = loaded["tokenizer"], loaded["teacher"]
     student = copy.deepcopy(loaded["student"])
     batch = _batch(tok, load_instructions(dolly_file)[:3])
     out = {}
     for chunk in (None, 7):
-        cfg = LossConfig(
-            divergence="jsd",
-            params={"beta": 0.2},
-            kd_ratio=0.7,
-            ea=True,
-            granularity=granularity,
-            entropy_temperature=2.0,
-            chunk_size=chunk,
-        )
-        obj = DistillationObjective(student, teacher, cfg)
+        cfg = LossConfig(divergence="jsd", params={"beta": 0.2}, kd_ratio=0.7, chunk_size=chunk)
+        ea = EASettings(enabled=True, granularity=granularity, temperature=2.0)
+        obj = DistillationObjective(student, teacher, cfg, ea)
         student.zero_grad()
         terms = obj(batch)
         terms["loss"].backward()
@@ -107,7 +104,8 @@ def test_objective_num_items_under_accumulation(loaded, dolly_file):
     tok, teacher = loaded["tokenizer"], loaded["teacher"]
     student = copy.deepcopy(loaded["student"])
     examples = load_instructions(dolly_file)[:4]
-    obj = DistillationObjective(student, teacher, LossConfig(ea=True, granularity="sequence"))
+    ea = EASettings(enabled=True, granularity="sequence", temperature=1.0)
+    obj = DistillationObjective(student, teacher, LossConfig(), ea)
     full = _batch(tok, examples)
     student.zero_grad()
     obj(full)["loss"].backward()
@@ -143,23 +141,20 @@ def test_layer_subset_student_keeps_chosen_layers(loaded):
 
 
 def _config(tiny_models, dolly_file, out, **train):
+    """A config whose run directory is ``out``."""
     return {
-        "name": "tiny",
+        "name": out.name,
+        "output_dir": str(out.parent),
         "model": {"teacher": str(tiny_models["teacher"]), "student": str(tiny_models["student"])},
         "data": {"train": str(dolly_file), "valid_size": 2, "max_length": 160},
-        "loss": {
-            "divergence": "forward_kl",
-            "ea": True,
-            "granularity": "sequence",
-            "chunk_size": 16,
-        },
+        "loss": {"divergence": "forward_kl", "chunk_size": 16},
+        "ea": {"enabled": True, "granularity": "sequence", "temperature": 1.0},
         "train": {
-            "output_dir": str(out),
             "batch_size": 2,
             "gradient_accumulation_steps": 2,
             "max_steps": 2,
             "lr": 1e-3,
-            "cpu": True,
+            "device": "cpu",
             "log_every_steps": 1,
             "save_every_steps": 1,
             "select_best": False,
@@ -180,17 +175,59 @@ def test_two_step_training_checkpoints_and_resume(tiny_models, dolly_file, tmp_p
     result = train(_config(tiny_models, dolly_file, out), quiet=True)
     assert result["steps"] == 2
     assert all(row["loss"] > 0 for row in result["history"])
-    ckpt = latest_checkpoint(out)
-    assert ckpt is not None and ckpt.name == "checkpoint-2"
-    assert (ckpt / "model" / "config.json").is_file() and (ckpt / "state").is_dir()
+    run = LLMRunDir(out)
+    state = json.loads((run.last / "trainer_state.json").read_text())
+    assert state["step"] == 2
+    assert (run.last / "model" / "config.json").is_file() and (run.last / "state").is_dir()
+    assert [int(r["step"]) for r in csv.DictReader(run.train_log.open())] == [1, 2]
     final = load_causal_lm(out / "final")  # save_pretrained layout, loads back
     before = {k: v.clone() for k, v in load_causal_lm(tiny_models["student"]).state_dict().items()}
     assert any(not torch.equal(before[k], v) for k, v in final.state_dict().items())
     resumed = train(_config(tiny_models, dolly_file, out, max_steps=3), resume=True, quiet=True)
     assert resumed["steps"] == 3 and [r["step"] for r in resumed["history"]] == [1, 2, 3]
-    assert latest_checkpoint(out).name == "checkpoint-3"
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    assert json.loads((run.last / "trainer_state.json").read_text())["step"] == 3
+    assert [int(r["step"]) for r in csv.DictReader(run.train_log.open())] == [1, 2, 3]
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         train(_config(tiny_models, dolly_file, tmp_path / "empty"), resume=True, quiet=True)
+
+
+def test_results_hold_the_resolved_ea_settings(tiny_models, dolly_file, tmp_path):
+    cfg = _config(tiny_models, dolly_file, tmp_path / "run", max_steps=1)
+    cfg["ea"]["preset"] = "official"  # nothing to change without a classification method
+    result = train(cfg, quiet=True)
+    expected = EASettings(enabled=True, granularity="sequence", temperature=1.0, preset="official")
+    assert result["ea"] == expected.to_dict()
+    assert LLMRunDir(tmp_path / "run").read_results()["ea"] == expected.to_dict()
+
+
+def test_an_existing_run_needs_resume_and_the_same_config(tiny_models, dolly_file, tmp_path):
+    out = tmp_path / "run"
+    train(_config(tiny_models, dolly_file, out, max_steps=1), quiet=True)
+    with pytest.raises(RunExists, match="--resume"):
+        train(_config(tiny_models, dolly_file, out, max_steps=1), quiet=True)
+    with pytest.raises(ConfigError, match=r"cannot resume .*train\.lr"):
+        train(_config(tiny_models, dolly_file, out, max_steps=2, lr=0.1), resume=True, quiet=True)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "new"),
+    [
+        ("loss", "ea", "ea.enabled"),
+        ("loss", "granularity", "ea.granularity"),
+        ("loss", "entropy_temperature", "ea.temperature"),
+        ("loss", "max_entropy", "ea.max_entropy"),
+        ("loss", "kind", "ea.kind"),
+        ("train", "mixed_precision", "train.precision"),
+        ("train", "max_grad_norm", "train.grad_clip"),
+        ("train", "output_dir", "output_dir and name"),
+        ("train", "cpu", "train.device"),
+    ],
+)
+def test_old_config_keys_name_their_new_keys(section, key, new):
+    from eakd.engines.llm.config import bind_config
+
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} was renamed: use .*{new}"):
+        bind_config({section: {key: None}})
 
 
 def test_generation_and_rouge_l_over_seeds(tiny_models, loaded, dolly_file, tmp_path):
@@ -241,9 +278,11 @@ def test_shipped_llm_configs_bind_strictly():
     for path in paths:
         assert path.read_text().startswith(f"# eakd llm train configs/llm/{path.relative_to(root)}")
         cfg = bind_config(load_config(path))
-        assert cfg.train.mixed_precision == "no" and cfg.eval.seeds == [10, 20, 30, 40, 50]
+        assert cfg.train.precision == "fp32" and cfg.eval.seeds == [10, 20, 30, 40, 50]
+        # the LLM recipes' T' and granularity, set explicitly (not the library's defaults)
+        assert cfg.ea.temperature == 1.0 and cfg.ea.granularity == "sequence"
     ea = bind_config(load_config(root / "dolly" / "ea_kd" / "gpt2-xl_gpt2.yaml"))
-    assert ea.loss.ea and ea.loss.granularity == "sequence" and ea.loss.kd_ratio == 1.0
+    assert ea.ea.enabled and ea.loss.kd_ratio == 1.0
 
 
 def test_student_cut_from_teacher_layers_trains_with_full_logits(tiny_models, dolly_file, tmp_path):

@@ -64,14 +64,9 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from ..engines.detection import load_detection_config, train
-    from ..engines.run import NonFiniteLoss
-    from .main import CLIError
 
     cfg = load_detection_config(args.config, args.overrides)
-    try:
-        result = train(cfg, resume=args.resume)
-    except NonFiniteLoss as exc:
-        raise CLIError(str(exc)) from None
+    result = train(cfg, resume=args.resume)
     if result["metrics"] is not None:
         print(_table(result["metrics"]))
     print(f"outputs in {result['run_dir']} (final weights: {result['model']})")

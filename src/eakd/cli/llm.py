@@ -16,15 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="llm_command", metavar="{train,eval}", required=True)
     t = sub.add_parser("train", help="train a student (SFT, KD variants, EA-KD) from a config")
     t.add_argument("config", help="YAML config (see configs/llm/)")
-    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.ea=true train.lr=1e-4")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no per-step log lines")
+    t.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. ea.enabled=true train.lr=1e-4"
+    )
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in <output_dir>/<name> from its checkpoints/last",
+    )
+    t.add_argument("--quiet", action="store_true", help="print nothing while training")
     t.set_defaults(handler=_train)
     e = sub.add_parser("eval", help="Rouge-L over seeds on the config's eval.datasets")
     e.add_argument("config", help="YAML config (see configs/llm/)")
     e.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.seeds=[10]")
     e.add_argument(
-        "--checkpoint", default=None, help="model folder (default: <output_dir>/best or final)"
+        "--checkpoint",
+        default=None,
+        help="model folder (default: the run's best, else final, in <output_dir>/<name>)",
     )
     e.set_defaults(handler=_eval)
 

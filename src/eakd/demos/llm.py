@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..core import EASettings
 from ..engines.llm.data import Example, collate_train, encode_example
 from ..engines.llm.evaluate import GenerationConfig, evaluate_rouge
 from ..engines.llm.models import layer_subset_student, load_causal_lm, load_tokenizer
@@ -49,7 +50,10 @@ class DemoSettings:
     # before training ~12 nats on these answers, against 3.6 for the teacher)
     student_layers: list[int] = field(default_factory=lambda: [0, 1, 2, 27, 28, 29])
     kd_ratio: float = 0.5
-    entropy_temperature: float = 1.0
+    # EA-KD's settings (KD and SFT run with them disabled): T' = 1, sequence-level weights
+    ea: EASettings = field(
+        default_factory=lambda: EASettings(enabled=True, temperature=1.0, granularity="sequence")
+    )
     seeds: list[int] = field(default_factory=lambda: [10, 20])
     max_new_tokens: int = 24
     max_length: int = 96
@@ -126,9 +130,7 @@ def _train_student(method, teacher, batches, teacher_hidden, s: DemoSettings, sa
     kd = 0.0 if method == "SFT" else s.kd_ratio
     loss_fn = ChunkedTokenDistillation(
         "forward_kl",
-        ea=method == "EA-KD",
-        granularity="sequence",
-        entropy_temperature=s.entropy_temperature,
+        ea=s.ea.replace(enabled=method == "EA-KD"),
         chunk_size=s.chunk_size,
         kd_weight=kd,
         ce_weight=1.0 - kd,

@@ -1,6 +1,6 @@
 """LLM distillation engine on Hugging Face ``transformers`` and Accelerate (``pip install
 'eakd[llm]'``): Dolly-format data, the distillation objective (full-logit or chunked), one
-training loop with checkpoints and resume, and Rouge-L evaluation over seeds."""
+training loop with its run directory and resume, and Rouge-L evaluation over seeds."""
 
 from .config import DataConfig, EvalConfig, LLMConfig, LossConfig, ModelConfig, TrainConfig
 from .data import (
@@ -21,9 +21,18 @@ from .models import (
     load_tokenizer,
 )
 from .task import DistillationObjective, ObjectiveConfig, count_items
-from .train import build_models, evaluate, format_table, latest_checkpoint, load_data, train
+from .train import (
+    RESUMABLE_CHANGES,
+    LLMRunDir,
+    build_models,
+    evaluate,
+    format_table,
+    load_data,
+    train,
+)
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "CausalLMHidden",
     "DataConfig",
     "DistillationObjective",
@@ -31,6 +40,7 @@ __all__ = [
     "Example",
     "GenerationConfig",
     "LLMConfig",
+    "LLMRunDir",
     "LossConfig",
     "ModelConfig",
     "ObjectiveConfig",
@@ -46,7 +56,6 @@ __all__ = [
     "evaluate_rouge",
     "format_table",
     "generate_responses",
-    "latest_checkpoint",
     "layer_subset_student",
     "load_causal_lm",
     "load_data",

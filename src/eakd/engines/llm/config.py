@@ -3,15 +3,19 @@
 Defaults follow the DistiLLM recipe the EA-KD paper uses for GPT-2 XL -> GPT-2 on Dolly
 (METHODS.md 11.1 and 12): AdamW 5e-4, cosine decay without warm-up, weight decay 0.01,
 gradient clipping 1.0, 20 epochs, prompt 256 / sequence 512 tokens, ``kd_ratio`` 1.0, Rouge-L
-over seeds 10-50 with top-k 0 / top-p 1.0 / temperature 1.0 sampling.
+over seeds 10-50 with top-k 0 / top-p 1.0 / temperature 1.0 sampling. The ``ea:`` section is
+:class:`eakd.core.EASettings`, the same as in every engine; the LLM recipes set ``T' = 1`` and
+sequence-level weights there.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ...config import from_dict
+from ...core import EASettings
+from ..run import PRECISIONS
 from .evaluate import GenerationConfig
 from .task import ObjectiveConfig
 
@@ -65,15 +69,25 @@ class LossConfig(ObjectiveConfig):
     divergence: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"] = (
         "forward_kl"
     )
-    granularity: Literal["token", "sequence"] = "sequence"
-    kind: Literal[
-        "ea", "base", "interact", "student", "inverse_teacher", "inverse_student", "none"
-    ] = "ea"
+
+    __renamed__: ClassVar[dict[str, str]] = {
+        "ea": "use ea.enabled (the top-level ea: section)",
+        "granularity": "use ea.granularity (item or sequence; 'token' is now 'item')",
+        "entropy_temperature": "use ea.temperature (T')",
+        "max_entropy": "use ea.max_entropy",
+        "kind": "use ea.kind",
+    }
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/llm"
+    """Optimisation and the loop. ``device``: ``auto`` (what Accelerate picks; the processes
+    and their GPUs come from ``accelerate launch`` / ``torchrun``), ``cpu`` or ``cuda``.
+    ``grad_clip`` clips the global gradient norm (``null`` or 0: no clipping). Every
+    ``log_every_steps`` steps a row goes to ``train_log.csv`` (and TensorBoard) and, with
+    ``progress``, a line to stdout. A run saves its resumable state every ``save_every_steps``
+    steps, else after every epoch."""
+
     epochs: int = 20
     max_steps: int | None = None
     batch_size: int = 8
@@ -82,22 +96,33 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float = 1.0
+    grad_clip: float | None = 1.0
     seed: int = 10
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    cpu: bool = False
+    precision: Literal[PRECISIONS] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    deterministic: bool = False
+    progress: bool = True
+    tensorboard: bool = True
     save_every_steps: int | None = None
-    keep_checkpoints: int = 2
     log_every_steps: int = 10
     select_best: bool = True
     valid_seeds: list[int] = field(default_factory=lambda: [10])
     valid_max_examples: int | None = 500
 
+    __renamed__: ClassVar[dict[str, str]] = {
+        "output_dir": "use the top-level output_dir and name (the run is <output_dir>/<name>)",
+        "mixed_precision": "use train.precision (fp32/bf16/fp16; 'no' is fp32)",
+        "max_grad_norm": "use train.grad_clip",
+        "cpu": "use train.device: cpu",
+        "keep_checkpoints": "remove it: a run keeps one resumable state, checkpoints/last/",
+    }
+
 
 @dataclass
 class EvalConfig(GenerationConfig):
     """``datasets`` maps a name to a Dolly-format JSONL file (e.g. dolly, self_inst, vicuna,
-    sinst, uinst); ``checkpoint`` defaults to ``<output_dir>/best`` (else ``final``).
+    sinst, uinst); ``checkpoint`` defaults to the run's ``best`` (else ``final``) model.
     ``max_examples`` caps every dataset (the first examples of each file);
     ``dataset_max_examples`` caps single ones (MiniLLM/DistiLLM score UnNI on its first 10k)."""
 
@@ -110,10 +135,14 @@ class EvalConfig(GenerationConfig):
 
 @dataclass
 class LLMConfig:
+    """The run directory is ``<output_dir>/<name>``."""
+
     name: str = "llm"
+    output_dir: str = "runs/llm"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    ea: EASettings = field(default_factory=EASettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

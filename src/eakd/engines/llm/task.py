@@ -7,6 +7,8 @@ Two interchangeable paths compute the distillation term:
 * chunked (``chunk_size=int``): the final hidden states and both ``lm_head`` weights go to
   :class:`eakd.losses.token.ChunkedTokenDistillation`, which never materialises the logits.
 
+Both take EA's options from one :class:`eakd.core.EASettings` (the config's ``ea:`` section).
+
 Both use labels shifted once (position ``t`` predicts token ``t + 1``), a token mean over the
 response tokens of the micro-batch or over ``num_items`` (the valid-token count of the whole
 accumulated / data-parallel batch), and float32 entropies and divergences.
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...adaptive import EntropyAdaptive
+from ...core import EASettings
 from ...losses import build_loss
 from ...losses.token import ChunkedTokenDistillation
 from .data import IGNORE_INDEX
@@ -37,20 +40,14 @@ class ObjectiveConfig:
     ``divergence`` is a registered token loss and ``params`` its hyper-parameters (``beta``,
     ``weighting``, ``alpha``, ``form``). ``kd_ratio`` weighs distillation against the
     ground-truth CE (DistiLLM: 1.0; MiniLLM's KD: 0.5; 0.0 is plain SFT, no teacher needed).
-    EA: ``ea`` switches it on; ``granularity`` ``sequence`` (EA-KD's sequence-level weight,
-    METHODS 11.3 A) or ``token``; ``entropy_temperature`` is ``T'``; ``max_entropy`` defaults to
-    ``log V``. ``chunk_size`` selects the memory-flat path (``null``: full logits).
+    ``chunk_size`` selects the memory-flat path (``null``: full logits). EA is configured apart,
+    by :class:`eakd.core.EASettings`.
     """
 
     divergence: str = "forward_kl"
     params: dict[str, Any] = field(default_factory=dict)
     temperature: float = 1.0
     kd_ratio: float = 1.0
-    ea: bool = False
-    granularity: str = "sequence"
-    entropy_temperature: float = 1.0
-    max_entropy: float | None = None
-    kind: str = "ea"
     chunk_size: int | None = None
 
 
@@ -74,19 +71,23 @@ class DistillationObjective(nn.Module):
         teacher: a causal LM sharing the student's vocabulary, or ``None`` when
             ``kd_ratio == 0`` (SFT).
         config: :class:`ObjectiveConfig`.
+        ea: the resolved EA settings; EA weights the distillation term iff ``ea.enabled``
+            (``granularity`` ``sequence`` is EA-KD's sequence-level weight, METHODS 11.3 A).
 
     ``forward(batch, num_items=None)`` returns ``{"loss", "distill", "ce", "tokens"}`` (the last
     three detached, for logging).
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, config: ObjectiveConfig):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        config: ObjectiveConfig,
+        ea: EASettings | None = None,
+    ):
         super().__init__()
         if not 0.0 <= config.kd_ratio <= 1.0:
             raise ValueError(f"loss.kd_ratio must be in [0, 1], got {config.kd_ratio}")
-        if config.granularity not in ("token", "sequence"):
-            raise ValueError(
-                f"loss.granularity must be 'token' or 'sequence', got {config.granularity!r}"
-            )
         self.config = config
         # a CausalLMHidden may arrive wrapped by DDP / Accelerate: keep the wrapper on the path
         wrapped = isinstance(_unwrap(student), CausalLMHidden)
@@ -102,11 +103,7 @@ class DistillationObjective(nn.Module):
         if config.chunk_size is not None:
             self.chunked = ChunkedTokenDistillation(
                 config.divergence,
-                ea=config.ea,
-                granularity=config.granularity,
-                entropy_temperature=config.entropy_temperature,
-                max_entropy=config.max_entropy,
-                kind=config.kind,
+                ea=ea,
                 chunk_size=config.chunk_size,
                 kd_weight=config.kd_ratio,
                 ce_weight=1.0 - config.kd_ratio,
@@ -118,17 +115,8 @@ class DistillationObjective(nn.Module):
         else:
             self.chunked = None
             loss = build_loss(config.divergence, **kw)
-            self.divergence = (
-                EntropyAdaptive(
-                    loss,
-                    temperature=config.entropy_temperature,
-                    max_entropy=config.max_entropy,
-                    kind=config.kind,
-                    granularity="item" if config.granularity == "token" else "sequence",
-                )
-                if config.ea
-                else loss
-            )
+            enabled = ea is not None and ea.enabled
+            self.divergence = EntropyAdaptive(loss, ea) if enabled else loss
 
     def _inner(self) -> nn.Module:
         return _unwrap(self.student).model

@@ -1,15 +1,18 @@
 """One training loop for LLM distillation (SFT, KD and its variants, EA-KD), on Accelerate.
 
-Reads top to bottom: models and data, optimiser and schedule, ``accelerator.prepare`` (so DDP,
-FSDP and DeepSpeed come from ``accelerate launch`` and its config), optional resume, then
-optimisation steps of ``gradient_accumulation_steps`` micro-batches each. The loss of every
-micro-batch is normalised by the valid-token count of the whole step (all micro-batches, all
-processes): ``num_items_in_batch``, so accumulation and data parallelism give the gradient of
-one big batch. Checkpoints hold the student in ``save_pretrained`` format (``model/``) and the
-optimiser / scheduler / RNG state (``state/``); each is written to a temporary folder and
-renamed into place. With ``select_best``, Rouge-L on the validation set after every epoch picks
-``<output_dir>/best`` (DistiLLM selects by validation Rouge-L); ``<output_dir>/final`` is the
-last model.
+Reads top to bottom: the run directory, models and data, optimiser and schedule,
+``accelerator.prepare`` (so DDP, FSDP and DeepSpeed come from ``accelerate launch`` and its
+config), optional resume, then optimisation steps of ``gradient_accumulation_steps``
+micro-batches each. The loss of every micro-batch is normalised by the valid-token count of the
+whole step (all micro-batches, all processes): ``num_items_in_batch``, so accumulation and data
+parallelism give the gradient of one big batch.
+
+A run lives in ``<output_dir>/<name>`` (:class:`LLMRunDir`). Its resumable state,
+``checkpoints/last/``, holds the optimiser / scheduler / RNG state (``state/``, Accelerate's
+``save_state``), the student in ``save_pretrained`` format (``model/``) and the loop's counters;
+it is written to a temporary folder and renamed into place. With ``select_best``, Rouge-L on the
+validation set after every epoch picks ``best/`` (DistiLLM selects by validation Rouge-L);
+``final/`` is the last model.
 
 Known limitation: the teacher is moved to the device as a whole (not sharded); with ZeRO-3 /
 FSDP the student is sharded but the teacher must fit on every device.
@@ -28,8 +31,10 @@ from typing import Any
 
 import torch
 
-from ..utils import atomic_write_text
-from .config import LLMConfig, bind_config
+from ...config import ConfigError, to_dict
+from ..run import NonFiniteLoss, RunDir, RunLogger, autocast_dtype, check_resume, write_json
+from ..utils import seed_everything
+from .config import LLMConfig, TrainConfig, bind_config
 from .data import collate_train, encode_example, load_instructions, split_holdout
 from .evaluate import evaluate_rouge
 from .models import (
@@ -42,7 +47,68 @@ from .models import (
 )
 from .task import DistillationObjective, count_items
 
-__all__ = ["build_models", "evaluate", "latest_checkpoint", "load_data", "train"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "LLMRunDir",
+    "build_models",
+    "evaluate",
+    "format_table",
+    "load_data",
+    "train",
+]
+
+#: Config keys that may differ between a stopped run and its resumption: how long to train,
+#: where and how verbosely, and what ``eakd llm eval`` scores afterwards.
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.max_steps",
+    "train.device",
+    "train.threads",
+    "train.progress",
+    "train.tensorboard",
+    "train.log_every_steps",
+    "train.save_every_steps",
+    "eval.checkpoint",
+    "eval.datasets",
+    "eval.dataset_max_examples",
+    "eval.max_examples",
+    "eval.output",
+    "eval.seeds",
+)
+
+_ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+class LLMRunDir(RunDir):
+    """A run of the LLM engine: a :class:`RunDir` whose resumable state is a folder and whose
+    models are ``save_pretrained`` folders (what ``eakd llm eval`` and a later distillation,
+    as its teacher, load)::
+
+        checkpoints/last/   state/ (Accelerate), model/, trainer_state.json
+        best/               the student with the best validation Rouge-L
+        final/              the student after the last step
+        eval.json           the Rouge-L of ``eakd llm eval``
+    """
+
+    @classmethod
+    def of(cls, cfg: LLMConfig) -> LLMRunDir:
+        return cls(Path(cfg.output_dir) / cfg.name)
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final"
+
+    @property
+    def eval_results(self) -> Path:
+        return self.root / "eval.json"
 
 
 def _drop_gguf_quantization(model) -> None:
@@ -102,17 +168,6 @@ def load_data(cfg: LLMConfig):
     return train_set, []
 
 
-def latest_checkpoint(output_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest complete ``checkpoint-<step>`` folder (complete = renamed into place)."""
-    root = Path(output_dir)
-    found = []
-    for p in root.glob("checkpoint-*"):
-        step = p.name.split("-", 1)[1]
-        if step.isdigit() and (p / "trainer_state.json").is_file():
-            found.append((int(step), p))
-    return max(found)[1] if found else None
-
-
 def _replace_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         old = final.with_name(f".{final.name}.old")
@@ -132,6 +187,33 @@ def _save_model(model, tokenizer, path: Path) -> None:
     _replace_dir(tmp, path)
 
 
+def _save_last(acc, wrapper, tokenizer, state: dict[str, Any], run: LLMRunDir) -> None:
+    """The resumable state, written to a temporary folder and renamed to ``checkpoints/last``."""
+    tmp = run.last.with_name(f".{run.last.name}.tmp")
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp / "state"))
+    if acc.is_main_process:
+        model = acc.unwrap_model(wrapper).model
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        write_json(tmp / "trainer_state.json", state)
+        _replace_dir(tmp, run.last)
+    acc.wait_for_everyone()
+
+
+def _accelerator(t: TrainConfig):
+    """Accelerate for ``train.device`` and ``train.precision``."""
+    from accelerate import Accelerator
+
+    gpu = t.device != "cpu" and torch.cuda.is_available()
+    if t.device == "cuda" and not gpu:
+        raise ConfigError("train.device=cuda but CUDA is not available; use train.device=cpu")
+    autocast_dtype(t.precision, torch.device("cuda" if gpu else "cpu"))  # fp16 needs CUDA
+    return Accelerator(mixed_precision=_ACCELERATE_PRECISION[t.precision], cpu=t.device == "cpu")
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -145,20 +227,29 @@ def _param_groups(model: torch.nn.Module, weight_decay: float):
 
 
 def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bool = False):
-    """Train a student; returns ``{"output_dir", "steps", "final", "best", "history"}``."""
+    """Train a student in ``<output_dir>/<name>``; ``resume`` continues its ``checkpoints/last``
+    (the config may differ from the stopped run's only in :data:`RESUMABLE_CHANGES`).
+
+    Returns the run's ``results.json`` (``steps``, ``best``, ``final``, the resolved ``ea``)
+    with ``run_dir`` and the logged rows (``history``)."""
     cfg = bind_config(config)
     t = cfg.train
+    run = LLMRunDir.of(cfg)
+    run.prepare(resume)
+    if resume:
+        check_resume(run.read_config(), to_dict(cfg), RESUMABLE_CHANGES, run.root)
     transformers = transformers_offline()
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    acc = Accelerator(mixed_precision=t.mixed_precision, cpu=t.cpu)
-    set_seed(t.seed)
-    out = Path(t.output_dir)
-    say = (lambda *a: None) if quiet or not acc.is_main_process else print
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    acc = _accelerator(t)
+    seed_everything(t.seed, t.deterministic)
+    main = acc.is_main_process
+    say = print if main and not quiet else (lambda *a: None)
 
     # -- models and data --------------------------------------------------------------------
     tokenizer, student, teacher = build_models(cfg, need_teacher=cfg.loss.kd_ratio > 0)
+    # the official preset changes nothing without a classification method: paper values
+    ea = cfg.ea.resolve(method=None, num_classes=student.get_output_embeddings().weight.shape[0])
     train_set, valid_set = load_data(cfg)
     encoded = [
         encode_example(e, tokenizer, cfg.data.max_length, cfg.data.max_prompt_length)
@@ -191,47 +282,26 @@ def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bo
     acc.register_for_checkpointing(scheduler)
     if teacher is not None:
         teacher.to(acc.device)
-    objective = DistillationObjective(wrapper, teacher, cfg.loss)
+    objective = DistillationObjective(wrapper, teacher, cfg.loss, ea)
     objective.train()
 
-    state: dict[str, Any] = {"step": 0, "best": None, "history": [], "config": cfg.name}
+    # -- resume, run directory, log ---------------------------------------------------------
+    state: dict[str, Any] = {"step": 0, "best": None, "history": []}
     if resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            raise FileNotFoundError(
-                f"--resume: no checkpoint-<step> folder with trainer_state.json in {out}; "
-                "start without --resume"
-            )
-        acc.load_state(str(ckpt / "state"))
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        say(f"resumed from {ckpt} at step {state['step']}")
-
-    def save(step: int) -> None:
-        tmp, final = out / f".checkpoint-{step}.tmp", out / f"checkpoint-{step}"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp / "state"))
-        if acc.is_main_process:
-            model = acc.unwrap_model(wrapper).model
-            model.save_pretrained(tmp / "model")
-            tokenizer.save_pretrained(tmp / "model")
-            atomic_write_text(tmp / "trainer_state.json", json.dumps(state, indent=1))
-            _replace_dir(tmp, final)
-            kept = sorted(
-                (int(p.name.split("-")[1]), p)
-                for p in out.glob("checkpoint-*")
-                if p.name.split("-")[1].isdigit()
-            )
-            for _, old in kept[: max(0, len(kept) - t.keep_checkpoints)]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        acc.load_state(str(run.last / "state"))
+        state = json.loads((run.last / "trainer_state.json").read_text())
+        say(f"resuming {run.root} at step {state['step']}")
+    logger = None
+    if main:
+        run.create()
+        run.write_config(to_dict(cfg))
+        resume_at = state["step"] if resume else None
+        logger = RunLogger(run, resume_at, tensorboard=t.tensorboard, step_key="step", say=say)
 
     # -- the loop -------------------------------------------------------------------------------
     started = time.time()
     while state["step"] < total_steps:
-        step = state["step"]
-        epoch, in_epoch = divmod(step, steps_per_epoch)
+        epoch, in_epoch = divmod(state["step"], steps_per_epoch)
         order = torch.randperm(
             len(encoded), generator=torch.Generator().manual_seed(t.seed + epoch)
         )
@@ -258,32 +328,33 @@ def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bo
                     acc.backward(terms["loss"] * world)
                 for key in logs:
                     logs[key] += float(terms[key].detach())
-            if t.max_grad_norm:
-                acc.clip_grad_norm_(wrapper.parameters(), t.max_grad_norm)
+            for value in logs.values():  # before the step: the weights and last/ stay good
+                NonFiniteLoss.check(value, state["step"] + 1, epoch + 1, last_good=run.last)
+            if t.grad_clip:
+                acc.clip_grad_norm_(wrapper.parameters(), t.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            if not all(math.isfinite(v) for v in logs.values()):
-                raise FloatingPointError(
-                    f"the loss became non-finite at step {state['step']} ({logs}); lower "
-                    "train.lr or use train.mixed_precision: bf16 instead of fp16"
-                )
-            if state["step"] % t.log_every_steps == 0 or state["step"] == total_steps:
-                row = {"step": state["step"], "epoch": epoch + 1, **logs}
+            step = state["step"]
+            if step % t.log_every_steps == 0 or step == total_steps:
+                row = {"step": step, "epoch": epoch + 1, **logs}
                 row.update(lr=scheduler.get_last_lr()[0], seconds=time.time() - started)
                 state["history"].append(row)
-                say(
-                    json.dumps(
-                        {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+                if logger is not None:
+                    logger.log(row)
+                if t.progress:
+                    say(
+                        f"step {step}/{total_steps} (epoch {epoch + 1}): loss {logs['loss']:.4f} "
+                        f"distill {logs['distill']:.4f} ce {logs['ce']:.4f} lr {row['lr']:.2e} "
+                        f"{row['seconds']:.0f} s"
                     )
-                )
-            if t.save_every_steps and state["step"] % t.save_every_steps == 0:
-                save(state["step"])
-            if state["step"] >= total_steps:
+            if t.save_every_steps and step % t.save_every_steps == 0:
+                _save_last(acc, wrapper, tokenizer, state, run)
+            if step >= total_steps:
                 break
         epoch_done = state["step"] % steps_per_epoch == 0 or state["step"] >= total_steps
-        if epoch_done and t.select_best and valid_set and acc.is_main_process:
+        if epoch_done and t.select_best and valid_set and main:
             model = acc.unwrap_model(wrapper).model
             subset = valid_set[: t.valid_max_examples] if t.valid_max_examples else valid_set
             score = evaluate_rouge(
@@ -292,31 +363,35 @@ def train(config: dict[str, Any] | LLMConfig, *, resume: bool = False, quiet: bo
             say(f"epoch {epoch + 1}: validation Rouge-L {score:.2f}")
             if state["best"] is None or score > state["best"]["rouge_l"]:
                 state["best"] = {"step": state["step"], "rouge_l": score}
-                _save_model(model, tokenizer, out / "best")
+                _save_model(model, tokenizer, run.best)
         if epoch_done and not t.save_every_steps:
-            save(state["step"])
-    if acc.is_main_process:
-        _save_model(acc.unwrap_model(wrapper).model, tokenizer, out / "final")
-    acc.wait_for_everyone()
-    return {
-        "output_dir": str(out),
+            _save_last(acc, wrapper, tokenizer, state, run)
+
+    results = {
         "steps": state["step"],
-        "final": str(out / "final"),
         "best": state["best"],
-        "history": state["history"],
+        "final": str(run.final),
+        "ea": ea.to_dict(),
     }
+    if main:
+        _save_model(acc.unwrap_model(wrapper).model, tokenizer, run.final)
+        run.write_results(results)
+        logger.close()
+    acc.wait_for_everyone()
+    return {**results, "run_dir": str(run.root), "history": state["history"]}
 
 
 def evaluate(
     config: dict[str, Any] | LLMConfig, *, checkpoint: str | None = None, quiet: bool = False
 ) -> dict:
-    """Rouge-L of a checkpoint on the ``eval.datasets`` over ``eval.seeds``; writes JSON."""
+    """Rouge-L of a checkpoint (default: the run's best, else final model) on the
+    ``eval.datasets`` over ``eval.seeds``; writes JSON (default: the run's ``eval.json``)."""
     cfg = bind_config(config)
     e = cfg.eval
-    out = Path(cfg.train.output_dir)
+    run = LLMRunDir.of(cfg)
     path = checkpoint or e.checkpoint
     if path is None:
-        path = out / "best" if (out / "best").is_dir() else out / "final"
+        path = run.best if run.best.is_dir() else run.final
     if not e.datasets:
         raise ValueError("eval.datasets is empty: map names to Dolly-format JSONL files")
     datasets = {
@@ -325,12 +400,12 @@ def evaluate(
     }
     model = load_causal_lm(path, dtype=cfg.model.dtype, what="checkpoint")
     tokenizer = load_tokenizer(path)
-    if not cfg.train.cpu and torch.cuda.is_available():
+    if cfg.train.device != "cpu" and torch.cuda.is_available():
         model.to("cuda")
     result = evaluate_rouge(model, tokenizer, datasets, e)
     result["checkpoint"] = str(path)
-    target = Path(e.output) if e.output else out / "eval.json"
-    atomic_write_text(target, json.dumps(result, indent=1, default=str))
+    target = Path(e.output) if e.output else run.eval_results
+    write_json(target, result)
     if not quiet:
         print(format_table(result))
         print(f"wrote {target}")
