@@ -77,11 +77,16 @@ def test_forward_passes_follow_the_recorded_test_order(sweep):
     teacher = find_teacher(runs).build(run.num_classes)
     out = collect_outputs(teacher, split_loader(run), torch.device("cpu"))
     recorded = run.teacher_entropies()
-    torch.testing.assert_close(out.entropy(run.ea_temperature), recorded, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        out.entropy(run.ea_settings.temperature), recorded, atol=2e-3, rtol=1e-3
+    )
     student = collect_outputs(build_student(run), split_loader(run), torch.device("cpu"))
     last = max(run.student_entropies())
     torch.testing.assert_close(
-        student.entropy(run.ea_temperature), run.student_entropies()[last], atol=2e-3, rtol=1e-3
+        student.entropy(run.ea_settings.temperature),
+        run.student_entropies()[last],
+        atol=2e-3,
+        rtol=1e-3,
     )
     assert student.features is not None and student.features.shape == (100, 8)
     acc = 100.0 * float(student.correct.float().mean())

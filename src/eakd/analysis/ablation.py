@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_open
-from .runs import METHOD_NAMES, lookup
+from ..config import from_dict
+from ..data import dataset_info
+from ..engines.classification.config import ExperimentConfig
+from .runs import lookup, method_label
 
 __all__ = [
     "ABLATION_KINDS",
@@ -84,7 +87,7 @@ def _cell(values: Sequence[float] | None, ref: Sequence[float] | None = None) ->
 def format_table1(res: AblationResult) -> str:
     """Table 1's layout: rows L, w L, (H_ub - w) L; columns w from H_T and from H_S."""
     k = res.kinds
-    name = METHOD_NAMES.get(res.method, res.method.upper())
+    name = method_label(res.method)
     base = k.get("none")
     return "\n".join(
         [
@@ -101,7 +104,7 @@ def format_table1(res: AblationResult) -> str:
 def format_table9(res: AblationResult) -> str:
     """Table 9's layout: the method's accuracy, then w_base, w_interact and w_EA."""
     k = res.kinds
-    name = METHOD_NAMES.get(res.method, res.method.upper())
+    name = method_label(res.method)
     base = k.get("none")
     return "\n".join(
         [
@@ -161,7 +164,8 @@ def run_ablation(
 
     if metric not in ("best", "last"):
         raise ValueError(f"metric must be 'best' or 'last', got {metric!r}")
-    method = str(lookup(base, "method.name", "kd"))
+    exp = from_dict(ExperimentConfig, base)
+    method = exp.method.name
     if method == "vanilla":
         raise ValueError(
             "the ablations reweight a distillation loss: set method.name to kd, dkd, ... "
@@ -189,16 +193,19 @@ def run_ablation(
         rows, _ = run_sweep(cfg, list(seeds), grid, quiet=quiet, train_fn=train_fn)
         return _per_seed(rows, metric)
 
-    base_t = float(lookup(base, "ea.temperature", 3.0))
+    base_t = exp.ea.temperature
     if kinds:
         got = sweep("weights", [f"ea.kind={','.join(kinds)}"], {})
         result.kinds = {k: got[f"ea.kind={k}"] for k in kinds}
     if temperatures:
-        fixed = lookup(base, "ea.preset") == "official" and method in ("dkd", "mld")
-        if fixed:
+        # the T' each run would train with once the preset is resolved for the method
+        n = dataset_info(exp.data.name).num_classes
+        used = [exp.ea.replace(temperature=t).resolve(method, n).temperature for t in temperatures]
+        if used != [float(t) for t in temperatures]:
+            fixed = ", ".join(sorted({f"{u:g}" for u in used}))
             result.notes.append(
-                "ea.preset=official fixes T' = 3 for DKD and MLD (as the released code does), "
-                "so Table 8 was not run; use ea.preset=paper"
+                f"ea.preset={exp.ea.preset} fixes T' = {fixed} for {method_label(method)} (as "
+                "the released code does), so Table 8 was not run; use ea.preset=paper"
             )
         else:
             reuse = "ea" in result.kinds

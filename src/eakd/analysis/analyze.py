@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._atomic import atomic_open
+from ..core import DEFAULT_ENTROPY_TEMPERATURE
 from .forward import Outputs, build_student, collect_outputs, data_key, find_teacher, split_loader
 from .metrics import (
     accuracy_by_segment,
@@ -30,7 +31,7 @@ from .metrics import (
     quantile_share_uncertainty,
     top_fraction,
 )
-from .runs import Group, Run, find_runs, group_runs, lookup
+from .runs import LAYOUT, Group, Run, find_runs, group_runs, lookup
 
 __all__ = [
     "FIGURES",
@@ -192,6 +193,11 @@ def analyze(
     for name in names:
         file_name, what = FIGURES[name]
         try:
+            if not ctx.groups:
+                raise SkipFigure(
+                    "the figures read what classification runs record; these runs are "
+                    + ", ".join(sorted({r.engine for r in ctx.others}))
+                )
             path, markdown = _DRAW[name](ctx, out / file_name)
             results.append(FigureResult(name, path, markdown))
             say(f"wrote {path} ({what})")
@@ -242,9 +248,7 @@ def _without_teachers(runs: list[Run], teacher: str | None) -> list[Run]:
         path = lookup(r.config, "teacher.checkpoint") if r.method != "vanilla" else None
         if path:
             ckpts.add(Path(path).expanduser().resolve())
-    students = [
-        r for r in runs if (r.path / "checkpoints").resolve() not in {c.parent for c in ckpts}
-    ]
+    students = [r for r in runs if r.dir.checkpoints.resolve() not in {c.parent for c in ckpts}]
     if not students:
         raise FileNotFoundError("the given folders hold only the teacher's run; add student runs")
     return students
@@ -260,19 +264,23 @@ class _Context:
     def __init__(self, runs: list[Run], opts: AnalysisOptions, out: Path) -> None:
         from ..engines.utils import resolve_device
 
-        self.runs = runs
+        self.runs = [r for r in runs if r.engine == "classification"]
+        self.others = [r for r in runs if r.engine != "classification"]  # listed, not drawn
         self.opts = opts
         self.out = out
-        self.groups = group_runs(runs)
+        self.groups = group_runs(self.runs)
         self.device = resolve_device(opts.device)
         self.colors = _colors(self.groups)
         self._outputs: dict[tuple[str, str], Outputs] = {}
         self._teacher: Any = None
         self._teacher_error: str | None = None
         distilled = [g for g in self.groups if g.method != "vanilla"]
-        self.main = (distilled or self.groups)[0].representative  # defines the test set
-        self.key = data_key(self.main)
-        self.temperature = self.main.ea_temperature if distilled else 3.0
+        first = (distilled or self.groups)[:1]
+        self.main = first[0].representative if first else None  # defines the test set
+        self.key = data_key(self.main) if first else None
+        self.temperature = (
+            self.main.ea_settings.temperature if distilled else DEFAULT_ENTROPY_TEMPERATURE
+        )
 
     # -- selections -----------------------------------------------------------------------
     def students(self, distilled_only: bool = False) -> list[Group]:
@@ -320,7 +328,7 @@ class _Context:
         if h is not None:
             return h.numpy().astype(np.float64)
         t = self.teacher_outputs()
-        temperature = run.ea_temperature if run.method != "vanilla" else self.temperature
+        temperature = run.ea_settings.temperature if run.method != "vanilla" else self.temperature
         return None if t is None else t.entropy(temperature).numpy().astype(np.float64)
 
 
@@ -406,8 +414,8 @@ def _loss_share(ctx: _Context, path: Path):
         sections.append(text)
     if not panels:
         raise SkipFigure(
-            "no distillation run with diagnostics.jsonl (train with a teacher and log.diagnostics"
-            "=true)"
+            f"no distillation run with {LAYOUT.diagnostics} (train with a teacher and "
+            "log.diagnostics=true)"
         )
     width = math.log(ctx.main.num_classes) / bins
     note = (
@@ -438,8 +446,8 @@ def _segments(ctx: _Context, path: Path):
     ht = ctx.teacher_entropy()
     if ht is None:
         raise SkipFigure(
-            "needs the teacher's test-set entropies (entropies/teacher.pt) or its checkpoint "
-            f"(--teacher): {ctx._teacher_error or 'no distillation run recorded them'}"
+            f"needs the teacher's test-set entropies ({LAYOUT.teacher_entropies()}) or its "
+            f"checkpoint (--teacher): {ctx._teacher_error or 'no distillation run recorded them'}"
         )
     n_seg = ctx.opts.segments
     teacher = ctx.teacher_outputs()
@@ -496,7 +504,7 @@ def _segments(ctx: _Context, path: Path):
     ]
     note = (
         f"Entropies at T'={ctx.temperature:g} on {len(ht)} test samples, {n_seg} equal-count "
-        f"segments; students use checkpoints/{ctx.opts.checkpoint}.pt of their lowest seed."
+        f"segments; students use {LAYOUT.checkpoint(ctx.opts.checkpoint)} of their lowest seed."
         + ("" if t_correct is not None else " No teacher checkpoint: teacher accuracy omitted.")
     )
     out_path = plot_segments(
@@ -532,7 +540,9 @@ def _entropy_boxes(ctx: _Context, path: Path):
     from .plots import BoxPanel, plot_entropy_boxes
 
     if ctx.teacher_entropy() is None:
-        raise SkipFigure("needs entropies/teacher.pt (recorded by distillation runs) or --teacher")
+        raise SkipFigure(
+            f"needs {LAYOUT.teacher_entropies()} (recorded by distillation runs) or --teacher"
+        )
     panels, sections = [], []
     for g in ctx.students():
         ht_all = ctx.teacher_entropy(g.representative)
@@ -598,14 +608,13 @@ def _tsne(ctx: _Context, path: Path):
         hs = out.entropy(ctx.temperature).numpy()
         ht_run = ctx.teacher_entropy(run) if run.ea else None
         if ht_run is not None:
-            from ..core.weights import resolve_max_entropy, weights_from_entropies
-            from ..engines.classification.task import ea_settings
+            from ..core import weights_from_entropies
 
-            kw = ea_settings(run.experiment.method, run.experiment.ea, run.num_classes)
-            h_ub = resolve_max_entropy(kw["max_entropy"], run.num_classes)
-            hs_w = out.entropy(kw["temperature"]).double()
-            w = weights_from_entropies(hs_w, torch.from_numpy(ht_run), h_ub, kw["kind"]).numpy()
-            crit = "$w_{EA}$" if kw["kind"] == "ea" else f"$w$ ({kw['kind']})"
+            ea = run.ea_settings
+            hs_w = out.entropy(ea.temperature).double()
+            h_ub = ea.max_entropy_for(run.num_classes)
+            w = weights_from_entropies(hs_w, torch.from_numpy(ht_run), h_ub, ea.kind).numpy()
+            crit = "$w_{EA}$" if ea.kind == "ea" else f"$w$ ({ea.kind})"
             models.append((g.label, out, crit, w))
         else:
             models.append((g.label, out, "$H_S$", hs))
@@ -702,7 +711,7 @@ def _time(ctx: _Context, path: Path):
         )
         points.append(p)
     if not points:
-        raise SkipFigure("no run has results.json with step_time_s and top-1")
+        raise SkipFigure(f"no run has {LAYOUT.results} with step_time_s and top-1")
     by_label = {p.label: p for p in points}
     for p in points:
         ref = by_label.get(p.base) if p.ea else None
@@ -715,7 +724,7 @@ def _time(ctx: _Context, path: Path):
     )
     xlabel = f"time per training step (ms, {batch}; distillation steps include the teacher)"
     note = (
-        "Mean over seeds of each run's mean training-step time (results.json step_time_s), "
+        f"Mean over seeds of each run's mean training-step time ({LAYOUT.results} step_time_s), "
         "as measured on the machine that trained it; error bars: std over seeds."
     )
     out = plot_time_accuracy(points, path, ctx.colors, xlabel, ctx.opts.metric, note=note)
@@ -933,7 +942,7 @@ _DRAW = {
 
 # ----------------------------------------------------------------------------------------------
 def _report(ctx: _Context, results: list[FigureResult]) -> str:
-    lines = ["# EA-KD analysis", ""]
+    lines = ["# EA-KD analysis"]
     rows = []
     known_teacher = next(
         (
@@ -957,11 +966,31 @@ def _report(ctx: _Context, results: list[FigureResult]) -> str:
                 os.path.relpath(Path(g.key), ctx.out),
             ]
         )
-    lines.append(
-        _table(
-            ["variant", "seeds", "best top-1 (%)", "last top-1 (%)", "teacher (%)", "runs"], rows
-        )
-    )
+    if rows:
+        header = ["variant", "seeds", "best top-1 (%)", "last top-1 (%)", "teacher (%)", "runs"]
+        lines += ["", _table(header, rows)]
+    if ctx.others:
+        rows = [
+            [
+                os.path.relpath(r.path, ctx.out),
+                r.engine,
+                r.method,
+                r.seed,
+                "on" if r.ea_settings.enabled else "off",
+                len(r.train_log()),
+                len(r.diagnostics()),
+                ", ".join(r.missing()) or "-",
+            ]
+            for r in ctx.others
+        ]
+        header = ["run", "engine", "method", "seed", "EA", "log rows", "diagnostics", "missing"]
+        lines += [
+            "",
+            "Runs of other engines, left out of the figures (which read what classification "
+            "runs record):",
+            "",
+            _table(header, rows),
+        ]
     other = [g.label for g in ctx.groups if g not in ctx.students()]
     if other:
         lines += [

@@ -57,7 +57,8 @@ def data_key(run: Run) -> str:
 
 
 def build_student(run: Run, which: str = "last") -> nn.Module:
-    """The run's student with the weights of ``checkpoints/<which>.pt``, in eval mode."""
+    """The run's student with the weights of its checkpoint ``which`` (``last``, ``best``), in
+    eval mode."""
     from ..models import build_model, load_checkpoint
 
     name = lookup(run.config, "student.name")

@@ -74,7 +74,7 @@ def quantile_loss_shares(
     Args:
         hist_count: ``(bins,)`` sample counts per entropy bin, in increasing entropy.
         hist_loss: ``(bins,)`` loss summed per bin (weighted by the EA weight for the loss that
-            EA-KD optimises, ``hist_weighted`` in ``diagnostics.jsonl``).
+            EA-KD optimises, ``hist_weighted`` in a run's diagnostics).
         parts: number of equal-count quantiles (4: quartiles).
 
     Returns:

@@ -394,7 +394,7 @@ def plot_time_accuracy(
     """Each method's mean training-step time against its mean top-1; arrows join a method to
     its EA variant."""
     if not points:
-        raise ValueError("plot_time_accuracy needs runs whose results.json records step_time_s")
+        raise ValueError("plot_time_accuracy needs runs whose results record step_time_s")
     fig, axes = _subplots(1, width=6.4, height=4.6)
     ax = axes[0][0]
     by_label = {p.label: p for p in points}

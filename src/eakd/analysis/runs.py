@@ -1,13 +1,15 @@
-"""Finding and reading classification run directories written by ``eakd train`` / ``eakd sweep``.
+"""Finding and reading the run directories of every engine (:class:`eakd.engines.run.RunDir`).
 
-A *run* is a directory holding ``config.yaml`` and ``results.json`` (or ``checkpoints/last.pt``
-while it is still training). Sweeps lay runs out as ``<sweep>/<variant>/seed<k>/``; the runs of
-one variant directory form a *group* (the same method over several seeds).
+A *run* is a directory holding a config and, once finished, results (or a checkpoint while it
+is still training). Sweeps lay runs out as ``<sweep>/<variant>/seed<k>/``; the runs of one
+variant directory form a *group* (the same method over several seeds). Classification runs
+also record what the figures need (diagnostics, test-set entropies, student checkpoints); a
+detection or LLM run is read the same way and simply lacks those (:meth:`Run.missing`).
 """
 
 from __future__ import annotations
 
-import json
+import csv
 import math
 import os
 import re
@@ -18,20 +20,30 @@ from typing import Any
 
 import torch
 
-__all__ = ["METHOD_NAMES", "Group", "Run", "find_runs", "group_runs", "lookup"]
+from ..config import from_dict
+from ..core import EASettings
+from ..engines.classification.config import METHODS, ExperimentConfig, resolve_ea
+from ..engines.run import RunDir, load_state
 
-#: Display names of the engine's methods (``vanilla`` students learn from labels only).
-METHOD_NAMES = {
-    "vanilla": "CE",
-    "kd": "KD",
-    "dkd": "DKD",
-    "ctkd": "CTKD",
-    "mld": "MLD",
-    "ttm": "TTM",
-    "wttm": "WTTM",
-}
-_METHOD_ORDER = list(METHOD_NAMES)
+__all__ = ["LAYOUT", "Group", "Run", "find_runs", "group_runs", "lookup", "method_label"]
+
+#: Every run's paths relative to the run directory, for messages that name a run's file.
+LAYOUT = RunDir(".")
+
 _SEED_DIR = re.compile(r"seed(\d+)$")
+
+#: The config section only that engine's config has.
+_ENGINE_SECTIONS = {"method": "classification", "model": "llm", "distill": "detection"}
+
+#: The classification config sections that decide the objective and its EA settings: enough to
+#: resolve them, and bound alone so that a run written before a training or logging key was
+#: renamed still reads.
+_OBJECTIVE_SECTIONS = ("student", "teacher", "data", "method", "ea")
+
+
+def method_label(method: str) -> str:
+    """Display name of a method: ``CE`` for ``vanilla`` (labels only), else ``KD``, ``DKD``..."""
+    return "CE" if method == "vanilla" else method.upper()
 
 
 def lookup(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
@@ -46,36 +58,54 @@ def lookup(data: dict[str, Any], dotted: str, default: Any = None) -> Any:
 
 @dataclass
 class Run:
-    """One training run directory."""
+    """One training run directory, of any engine."""
 
-    path: Path
+    dir: RunDir
     config: dict[str, Any]
     results: dict[str, Any] | None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Run:
-        import yaml
+        run = RunDir(path)
+        results = run.read_results() if run.results.is_file() else None
+        return cls(run, run.read_config(), results)
 
-        p = Path(path)
-        cfg_path = p / "config.yaml"
-        if not cfg_path.is_file():
-            raise FileNotFoundError(
-                f"{p} is not a run directory: it has no config.yaml (a run written by eakd "
-                "train holds config.yaml, results.json, train_log.csv and checkpoints/)"
-            )
-        config = yaml.safe_load(cfg_path.read_text()) or {}
-        res_path = p / "results.json"
-        results = json.loads(res_path.read_text()) if res_path.is_file() else None
-        return cls(p, config, results)
+    @property
+    def path(self) -> Path:
+        return self.dir.root
 
     # -- identity ----------------------------------------------------------------------
     @property
+    def engine(self) -> str:
+        """``classification``, ``detection`` or ``llm``: which engine wrote the run."""
+        return next((e for k, e in _ENGINE_SECTIONS.items() if k in self.config), "unknown")
+
+    @property
     def method(self) -> str:
-        return str(lookup(self.config, "method.name", "vanilla"))
+        """``vanilla`` (labels only), ``kd``, ...; another engine's as its results name it
+        (``n/a`` before it has results)."""
+        named = lookup(self.config, "method.name") or (self.results or {}).get("method")
+        return str(named or ("vanilla" if self.engine == "classification" else "n/a"))
+
+    @cached_property
+    def ea_settings(self) -> EASettings:
+        """The EA settings the run trained with, preset resolved.
+
+        A finished run recorded them (its results' "ea"). For a run still training, or one
+        that recorded only whether EA was on, a classification run's are resolved from its
+        config as the engine does; another engine's are its config's ``ea:`` section.
+        """
+        recorded = (self.results or {}).get("ea")
+        if isinstance(recorded, dict):
+            return from_dict(EASettings, recorded, "ea")
+        if self.engine != "classification":
+            return from_dict(EASettings, self.config.get("ea"), "ea")
+        data = {k: v for k, v in self.config.items() if k in _OBJECTIVE_SECTIONS}
+        return resolve_ea(from_dict(ExperimentConfig, data), self.num_classes)
 
     @property
     def ea(self) -> bool:
-        return bool(lookup(self.config, "ea.enabled", False)) and self.method != "vanilla"
+        return self.method != "vanilla" and self.ea_settings.enabled
 
     @property
     def seed(self) -> int:
@@ -94,18 +124,18 @@ class Run:
     @property
     def base_label(self) -> str:
         """``CE``, ``KD``, ``EA-KD``, ``EA-DKD+LS``, ``EA-KD[base]`` (ablation weights)."""
-        name = METHOD_NAMES.get(self.method, self.method.upper())
+        name = method_label(self.method)
         if lookup(self.config, "method.loss.standardize", False):
             name += "+LS"
         if self.ea:
-            kind = lookup(self.config, "ea.kind", "ea")
+            kind = self.ea_settings.kind
             name = "EA-" + name + ("" if kind == "ea" else f"[{kind}]")
         return name
 
     @property
     def sort_key(self) -> tuple:
         m = self.method
-        return (_METHOD_ORDER.index(m) if m in _METHOD_ORDER else len(_METHOD_ORDER), m, self.ea)
+        return (METHODS.index(m) if m in METHODS else len(METHODS), m, self.ea)
 
     # -- recorded data -------------------------------------------------------------------
     @cached_property
@@ -114,59 +144,64 @@ class Run:
 
         return int(dataset_info(str(lookup(self.config, "data.name"))).num_classes)
 
-    @property
-    def ea_temperature(self) -> float:
-        """The entropy temperature ``T'`` the run recorded its entropies at."""
-        from ..engines.classification.task import ea_settings
-
-        exp = self.experiment
-        return float(ea_settings(exp.method, exp.ea, self.num_classes)["temperature"])
-
-    @cached_property
-    def experiment(self):
-        """The run's config bound to :class:`ExperimentConfig` (validated)."""
-        from ..config import from_dict
-        from ..engines.classification.config import ExperimentConfig
-
-        return from_dict(ExperimentConfig, self.config)
-
     def diagnostics(self) -> list[dict[str, Any]]:
-        """Per-epoch rows of ``diagnostics.jsonl`` (empty for runs without a teacher)."""
-        p = self.path / "diagnostics.jsonl"
-        if not p.is_file():
-            return []
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        by_epoch = {r["epoch"]: r for r in rows}  # a resumed run may repeat an epoch
+        """Per-epoch rows of the diagnostics (empty for runs without a teacher); a resumed
+        run's repeated epoch counts once."""
+        rows = self.dir.read_diagnostics()
+        by_epoch = {r.get("epoch", i): r for i, r in enumerate(rows)}
         return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def train_log(self) -> list[dict[str, float | str | None]]:
+        """Rows of the training log (numbers as floats), empty before the first row."""
+        if not self.dir.train_log.is_file():
+            return []
+        with self.dir.train_log.open(newline="") as fh:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
     def teacher_entropies(self) -> torch.Tensor | None:
         """Test-set teacher entropies at ``T'`` (float32, test-loader order), if recorded."""
-        p = self.path / "entropies" / "teacher.pt"
-        return torch.load(p, map_location="cpu", weights_only=True).float() if p.is_file() else None
+        p = self.dir.teacher_entropies()
+        return load_state(p, "teacher entropies").float() if p.is_file() else None
 
     def student_entropies(self) -> dict[int, torch.Tensor]:
         """``{epoch: test-set student entropies at T'}`` for every recorded evaluation."""
-        out = {}
-        for p in sorted((self.path / "entropies").glob("student_epoch*.pt")):
-            epoch = int(p.stem.removeprefix("student_epoch"))
-            out[epoch] = torch.load(p, map_location="cpu", weights_only=True).float()
-        return out
+        return {
+            int(re.search(r"\d+$", p.stem)[0]): load_state(p, "student entropies").float()
+            for p in self.dir.student_entropy_files()
+        }
 
     def checkpoint(self, which: str = "last") -> Path:
-        p = self.path / "checkpoints" / f"{which}.pt"
+        p = self.dir.checkpoint(which)
         if not p.is_file():
             raise FileNotFoundError(
-                f"{self.path} has no checkpoints/{which}.pt; the run did not finish an epoch "
-                "(or its checkpoints were removed)"
+                f"{self.path} has no {p.relative_to(self.path)}; the run did not finish an "
+                "epoch (or its checkpoints were removed)"
             )
         return p
 
+    def missing(self) -> list[str]:
+        """The files the figures read that this run lacks (a detection or LLM run lacks the
+        classification ones), relative to the run directory."""
+        run = self.dir
+        wanted = (run.results, run.diagnostics, run.teacher_entropies(), run.last)
+        gone = [str(p.relative_to(run.root)) for p in wanted if not p.is_file()]
+        if not run.student_entropy_files():
+            gone.append(f"student entropies in {run.ENTROPIES}/")
+        return gone
+
     def metric(self, key: str) -> float | None:
-        """A number from ``results.json`` (``best_top1``, ``last_top1``, ``step_time_s``)."""
+        """A number from the run's results (``best_top1``, ``last_top1``, ``step_time_s``)."""
         if self.results is None:
             return None
         v = self.results.get(key)
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _number(text: str | None) -> float | str | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
 
 
 @dataclass
@@ -191,14 +226,17 @@ class Group:
         return self.representative.ea
 
 
-def _is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (
-        (path / "results.json").is_file() or (path / "checkpoints" / "last.pt").is_file()
+def _started(run: RunDir) -> bool:
+    """A run that finished or wrote a checkpoint (an empty run directory is not one yet)."""
+    return run.config.is_file() and (
+        run.results.is_file() or (run.checkpoints.is_dir() and any(run.checkpoints.iterdir()))
     )
 
 
 def find_runs(paths: list[str | os.PathLike[str]]) -> list[Run]:
     """Every run directory at or below ``paths`` (each a run, a sweep, or a folder of them).
+
+    Links are followed (a demo folder links the runs it shows), each directory once.
 
     Raises:
         FileNotFoundError: a path does not exist or holds no run.
@@ -210,23 +248,11 @@ def find_runs(paths: list[str | os.PathLike[str]]) -> list[Run]:
             raise FileNotFoundError(f"no such run or sweep directory: {root}")
         if not root.is_dir():
             raise FileNotFoundError(f"{root} is a file; pass a run or sweep directory")
-        hits, seen = [], set()
-        for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-            d = Path(dirpath)
-            real = os.path.realpath(d)
-            if real in seen:  # a symlink cycle, or the same folder linked twice
-                dirnames[:] = []
-                continue
-            seen.add(real)
-            if _is_run(d):
-                hits.append(d)
-                dirnames[:] = []  # a run's subdirectories hold no runs
-            else:
-                dirnames.sort()
+        hits = [run.root for run in RunDir(root).iter_runs() if _started(run)]
         if not hits:
             raise FileNotFoundError(
-                f"{root} holds no run: expected RUN/config.yaml with RUN/results.json (a run of "
-                "eakd train) or SWEEP/<variant>/seed<k>/ (eakd sweep)"
+                f"{root} holds no run: expected RUN/{LAYOUT.config} with RUN/{LAYOUT.results} "
+                "(a finished run) or SWEEP/<variant>/seed<k>/ (eakd sweep)"
             )
         for h in hits:
             found[h.resolve()] = None

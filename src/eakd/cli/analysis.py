@@ -10,7 +10,8 @@ __all__ = ["register"]
 _ANALYZE_HELP = """\
 PATH is a run directory (eakd train), a sweep directory (eakd sweep: <variant>/seed<k>/), or
 any folder holding runs, e.g. the demo's output. Give a KD and an EA-KD run (or a sweep with
-both) to compare them; runs of one sweep variant are grouped under one label.
+both) to compare them; runs of one sweep variant are grouped under one label. The figures read
+classification runs; detection and LLM runs are listed in the report with what they lack.
 
 figures (--figures, default: all that the runs support):
   loss_share     loss share by teacher-entropy quartile over epochs (Fig. 5)

@@ -339,12 +339,19 @@ class RunDir:
         return [json.loads(line) for line in self.diagnostics.read_text().splitlines() if line]
 
     def iter_runs(self) -> Iterator[RunDir]:
-        """This directory if it is a run, else the runs below it (a sweep), sorted."""
-        if self.config.is_file():
-            yield self
-            return
-        for path in sorted(self.root.rglob(self.CONFIG)):
-            yield RunDir(path.parent)
+        """This directory if it is a run, else the runs below it (a sweep), in sorted order.
+        Symbolic links are followed (a demo links its runs), each real folder once."""
+        seen: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames.sort()
+            if self.CONFIG in filenames:
+                dirnames[:] = []  # a run's own folders hold no runs
+                yield RunDir(dirpath)
 
 
 # -- logging ------------------------------------------------------------------------------------
