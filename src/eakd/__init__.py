@@ -9,7 +9,7 @@ The three-line use::
 
 from . import core, functional, losses
 from .adaptive import EAStats, EntropyAdaptive
-from .core import WEIGHT_KINDS, ea_weights, entropy, reduce, standardize_logits
+from .core import WEIGHT_KINDS, EASettings, ea_weights, entropy, reduce, standardize_logits
 from .losses import DistillationLoss, build_loss, list_losses
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "WEIGHT_KINDS",
     "DistillationLoss",
+    "EASettings",
     "EAStats",
     "EntropyAdaptive",
     "__version__",
