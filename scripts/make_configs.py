@@ -308,7 +308,7 @@ def main() -> None:
                     "milestones": [30, 60, 90],
                     "gamma": 0.1,
                 },
-                "train": {"epochs": epochs, "seed": 0, "amp": "none"},
+                "train": {"epochs": epochs, "seed": 0, "precision": "fp32"},
             }
             path = ROOT / "imagenet" / f"{'ea_' if ea else ''}{method}" / "resnet34_resnet18.yaml"
             label = ("EA-" if ea else "") + method.upper().replace("_LS", "+LS")

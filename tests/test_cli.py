@@ -90,9 +90,9 @@ def test_eval_and_sweep_commands_on_a_tiny_run(tmp_path, capsys):
     """``eakd sweep`` writes its tables; ``eakd eval`` on a run's checkpoint defaults to the
     run's dataset, options and model kwargs and reproduces the run's recorded top-1."""
     pytest.importorskip("mnist1d")
-    import json
-
     import yaml
+
+    from eakd.engines.run import RunDir
 
     sys.path.insert(0, str(Path(__file__).parent / "engines"))
     from tiny_models import tiny_config
@@ -105,10 +105,12 @@ def test_eval_and_sweep_commands_on_a_tiny_run(tmp_path, capsys):
     assert "EA-KD" in out or "ea_kd" in out
     sweep_dir = tmp_path / "runs" / "cli"
     assert (sweep_dir / "sweep.md").is_file() and (sweep_dir / "sweep.csv").is_file()
-    run = sweep_dir / "ea_kd" / "seed0"
-    best = json.loads((run / "results.json").read_text())["best_top1"]
-    assert main(["eval", str(run / "checkpoints" / "best.pt")]) == 0
+    run = RunDir(sweep_dir / "ea_kd" / "seed0")
+    results = run.read_results()
+    assert results["ea"]["enabled"] is True
+    assert RunDir(sweep_dir / "kd" / "seed0").read_results()["ea"]["enabled"] is False
+    assert main(["eval", str(run.best)]) == 0
     line = capsys.readouterr().out
-    assert f"top-1 {best:.2f}%" in line and "(100 samples)" in line
+    assert f"top-1 {results['best_top1']:.2f}%" in line and "(100 samples)" in line
     assert main(["sweep", str(path), "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -12,9 +12,10 @@ import pytest
 import torch
 import yaml
 
-from eakd.config import from_dict
-from eakd.engines.classification import ExperimentConfig, TrainingDiverged, train
+from eakd.config import ConfigError, from_dict
+from eakd.engines.classification import ExperimentConfig, resolve_ea, train
 from eakd.engines.classification import task as task_module
+from eakd.engines.run import CheckpointError, NonFiniteLoss, RunDir
 from eakd.models import build_model, load_checkpoint
 
 pytest.importorskip("mnist1d")
@@ -50,6 +51,7 @@ def test_each_method_trains_and_writes_its_files(tmp_path, method, ea):
     assert len(res["history"]) == 2 and res["best_top1"] > 10.0  # above chance (10 classes)
     rows = (run / "train_log.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,lr,train_loss")
+    assert ("ea_weight_mean" in rows[0]) == (method != "vanilla")
     assert yaml.safe_load((run / "config.yaml").read_text())["method"]["name"] == method
     # the checkpoint is an mdistiller-style {"model": state_dict} that loads into a bare model
     model = build_model("tiny_models:Tiny1d", num_classes=10, width=8)
@@ -68,16 +70,42 @@ def test_each_method_trains_and_writes_its_files(tmp_path, method, ea):
 
 @pytest.mark.parametrize("method", ["kd", "dkd"])
 def test_bf16_autocast_on_cpu_trains_with_ea(tmp_path, method):
-    """train.amp=bf16 on CPU: bf16 logits take the per-item EA path and training still learns;
-    fp16 on CPU is refused with the fix."""
+    """train.precision=bf16 on CPU: bf16 logits take the per-item EA path and training still
+    learns; fp16 on CPU is refused with the fix."""
     loss = {"dkd": {"beta": 2.0}}.get(method, {})
-    cfg = make_cfg(tmp_path, method={"name": method, "loss": loss}, train={"amp": "bf16"})
+    cfg = make_cfg(tmp_path, method={"name": method, "loss": loss}, train={"precision": "bf16"})
     res = train(cfg, quiet=True)
     assert all(h["train_loss"] == h["train_loss"] for h in res["history"])  # no NaN
     assert res["best_top1"] > 10.0  # above chance (10 classes)
-    bad = make_cfg(tmp_path / "fp16", train={"amp": "fp16"})
-    with pytest.raises(ValueError, match="fp16 needs a CUDA device; use amp=bf16"):
+    bad = make_cfg(tmp_path / "fp16", train={"precision": "fp16"})
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device .* use precision=bf16"):
         train(bad, quiet=True)
+
+
+def test_an_unknown_method_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match=r"method\.name must be one of \['vanilla', 'kd'"):
+        from_dict(ExperimentConfig, {"method": {"name": "ea_kd"}})
+
+
+def test_the_old_amp_key_names_train_precision(tmp_path):
+    with pytest.raises(ConfigError, match=r"config\.train\.amp was renamed: use train\.precision"):
+        from_dict(ExperimentConfig, make_cfg(tmp_path, train={"amp": "bf16"}))
+    with pytest.raises(ConfigError, match=r"train\.precision must be one of \['fp32'"):
+        from_dict(ExperimentConfig, make_cfg(tmp_path, train={"precision": "none"}))
+
+
+def test_the_run_records_the_resolved_ea_settings(tmp_path):
+    """ea.preset=official for KD on 10 classes resolves H_ub to the released code's 100;
+    results.json and the resumable state hold the resolved settings."""
+    cfg = make_cfg(tmp_path, ea={"enabled": True, "preset": "official"}, train={"epochs": 1})
+    assert resolve_ea(from_dict(ExperimentConfig, cfg), 10).max_entropy == 100.0
+    res = train(cfg, quiet=True)
+    run = RunDir(tmp_path / "runs" / "run")
+    recorded = run.read_results()["ea"]
+    assert recorded == res["ea"]
+    assert recorded["enabled"] is True and recorded["max_entropy"] == 100.0
+    assert recorded["temperature"] == 3.0 and recorded["weight_logits"] == "raw"
+    assert torch.load(run.last, weights_only=True)["ea"] == recorded
 
 
 def test_resume_continues_exactly(tmp_path, monkeypatch):
@@ -110,12 +138,18 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 def test_resume_refuses_a_different_config(tmp_path):
     train(make_cfg(tmp_path, train={"epochs": 1}), quiet=True)
     changed = make_cfg(tmp_path, train={"epochs": 2}, optim={"lr": 0.1})
-    with pytest.raises(ValueError, match=r"config differs .* in optim\.lr"):
+    with pytest.raises(ConfigError, match=r"config differs .* in optim\.lr"):
         train(changed, resume=True, quiet=True)
+    bf16 = make_cfg(tmp_path, train={"epochs": 1, "precision": "bf16"})
+    with pytest.raises(ConfigError, match=r"config differs .* in train\.precision;"):
+        train(bf16, resume=True, quiet=True)
     with pytest.raises(FileExistsError, match="pass --resume"):
         train(make_cfg(tmp_path, train={"epochs": 1}), quiet=True)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         train(make_cfg(tmp_path / "other"), resume=True, quiet=True)
+    # a resumable key may change: the finished run resumes with nothing left to train
+    done = train(make_cfg(tmp_path, train={"epochs": 1, "progress": True}), resume=True, quiet=True)
+    assert [h["epoch"] for h in done["history"]] == [1]
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -131,9 +165,12 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(task_module.ClassificationTask, "forward", poisoned)
-    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1.*last\.pt \(epoch 1\)"):
+    with pytest.raises(
+        NonFiniteLoss, match=r"epoch 2, step 1; .* checkpoint is .*last\.pt \(epoch 1\)"
+    ):
         train(make_cfg(tmp_path, train={"epochs": 3}), resume=True, quiet=True)
     assert last.read_bytes() == before
+    assert torch.load(last, weights_only=True)["epoch"] == 1
 
 
 def test_teacher_with_another_class_count_is_refused(tmp_path):

@@ -22,8 +22,9 @@ import torch
 
 from ..config import from_dict
 from ..core import EASettings
-from ..engines.classification.config import METHODS, ExperimentConfig, resolve_ea
+from ..engines.classification.config import ExperimentConfig, resolve_ea
 from ..engines.run import RunDir, load_state
+from ..objectives import list_methods
 
 __all__ = ["LAYOUT", "Group", "Run", "find_runs", "group_runs", "lookup", "method_label"]
 
@@ -135,7 +136,8 @@ class Run:
     @property
     def sort_key(self) -> tuple:
         m = self.method
-        return (METHODS.index(m) if m in METHODS else len(METHODS), m, self.ea)
+        methods = list_methods()
+        return (methods.index(m) if m in methods else len(methods), m, self.ea)
 
     # -- recorded data -------------------------------------------------------------------
     @cached_property

@@ -72,9 +72,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    import torch
+def _checkpoint_record(path: Path) -> dict:
+    """What a checkpoint records besides its weights (eakd's: ``arch`` and the run's
+    ``config``). A legacy file that pickles other Python objects (numpy scalars, argparse
+    namespaces) records nothing here; :func:`eakd.models.load_checkpoint` reads it (and warns)."""
+    from ..engines.run import CheckpointError, load_state
 
+    try:
+        record = load_state(path)
+    except CheckpointError as exc:
+        if not any(s in str(exc.__cause__) for s in ("Unsupported global", "Unsupported class")):
+            raise
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _eval(args: argparse.Namespace) -> int:
     from ..config import parse_override
     from ..data import build_dataset, build_loader
     from ..engines.classification import evaluate
@@ -82,10 +95,7 @@ def _eval(args: argparse.Namespace) -> int:
     from ..models import build_model, load_checkpoint
 
     path = Path(args.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    meta = torch.load(path, map_location="cpu", weights_only=False)
-    meta = meta if isinstance(meta, dict) else {}
+    meta = _checkpoint_record(path)
     arch = args.model or meta.get("arch")
     if not arch:
         raise ValueError(f"{path} does not record its architecture; pass --model NAME")

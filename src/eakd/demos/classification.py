@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import time
@@ -23,11 +22,13 @@ from typing import Any
 
 from ..config import from_dict
 from ..engines.classification.config import ExperimentConfig
-from ..engines.classification.sweep import expand_grid, run_sweep, summarize
+from ..engines.classification.sweep import run_sweep, sweep_runs
+from ..engines.run import RunDir
 
 __all__ = ["DEMO_DATASETS", "demo_config", "run_demo"]
 
 VARIANTS = ("vanilla", "kd", "ea_kd")
+GRID = [f"method={','.join(VARIANTS)}"]
 LABELS = {"vanilla": "CE only", "kd": "KD", "ea_kd": "EA-KD"}
 
 #: Per dataset: data, models and recipe (what ``scripts/explore_demo.py`` settled on).
@@ -113,20 +114,9 @@ def _train_job(job: tuple[dict, bool]) -> dict:
 
 
 def _jobs(base: dict, seeds: range) -> list[tuple[dict, bool]]:
-    """The (config, resume) of every student run not finished yet (same layout as run_sweep)."""
-    from ..config import apply_overrides
-
-    jobs = []
-    sweep_dir = Path(base["output_dir"]) / base["name"]
-    for variant, overrides in expand_grid([f"method={','.join(VARIANTS)}"]):
-        for seed in seeds:
-            run = sweep_dir / variant / f"seed{seed}"
-            if (run / "results.json").exists():
-                continue
-            data = apply_overrides(base, [*overrides, f"train.seed={seed}"])
-            data.update(output_dir=str(sweep_dir / variant), name=f"seed{seed}")
-            jobs.append((data, (run / "checkpoints" / "last.pt").exists()))
-    return jobs
+    """The (config, resume) of every student run not finished yet (the sweep's runs)."""
+    _, runs = sweep_runs(base, seeds, GRID)
+    return [(data, run.holds_run()) for _, data, run in runs if not run.results.exists()]
 
 
 def run_demo(args: argparse.Namespace | None = None) -> int:
@@ -144,16 +134,15 @@ def run_demo(args: argparse.Namespace | None = None) -> int:
 
     teacher_cfg = demo_config(dataset, out, "teacher")
     from_dict(ExperimentConfig, teacher_cfg)  # validate before any work
-    t_res_path = out / "teacher" / "results.json"
-    if t_res_path.exists():
-        t_res = json.loads(t_res_path.read_text())
-        print(f"teacher: reusing {out / 'teacher'} (top-1 {t_res['best_top1']:.2f}%)")
+    teacher = RunDir(out / teacher_cfg["name"])
+    if teacher.results.exists():
+        t_res = teacher.read_results()
+        print(f"teacher: reusing {teacher.root} (top-1 {t_res['best_top1']:.2f}%)")
     else:
         t0 = time.time()
-        resume = (out / "teacher" / "checkpoints" / "last.pt").exists()
-        t_res = _train_job((teacher_cfg, resume))
+        t_res = _train_job((teacher_cfg, teacher.holds_run()))
         print(f"teacher trained in {time.time() - t0:.0f} s: top-1 {t_res['best_top1']:.2f}%")
-    ckpt = str(out / "teacher" / "checkpoints" / "best.pt")
+    ckpt = str(teacher.best)
 
     base = demo_config(dataset, out, "students", ckpt)
     jobs = _jobs(base, seeds)
@@ -166,7 +155,7 @@ def run_demo(args: argparse.Namespace | None = None) -> int:
             for job in jobs:
                 _train_job(job)
         print(f"{len(jobs)} student runs trained in {time.time() - t0:.0f} s ({workers} at once)")
-    rows, sweep_dir = run_sweep(base, seeds, [f"method={','.join(VARIANTS)}"], quiet=True)
+    rows, sweep_dir = run_sweep(base, seeds, GRID, quiet=True)
     print()
     print(format_demo_table(rows, t_res["best_top1"]))
     print()
@@ -222,12 +211,3 @@ def _figures(sweep_dir: Path, out: Path) -> None:
     names = ", ".join(p.name for p in report.paths if p.suffix == ".png")
     print(f"figures: {fig_dir} ({names}; numbers in report.md)")
     print(f"all figures, the loss landscape included: eakd analyze {sweep_dir}")
-
-
-def summary_rows(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Rows of a finished demo sweep, read back from its results files."""
-    results = {}
-    for v in VARIANTS:
-        runs = sorted((sweep_dir / v).glob("seed*/results.json"))
-        results[v] = [json.loads(p.read_text()) for p in runs]
-    return summarize(results)

@@ -107,13 +107,15 @@ class NonFiniteLoss(FloatingPointError):
         step: int,
         epoch: int | None = None,
         last_good: str | os.PathLike[str] | None = None,
+        last_good_at: str | None = None,
         hint: str = "lower the learning rate, use precision=fp32 or bf16, or check the data",
     ) -> None:
         self.value, self.step, self.epoch = value, step, epoch
         self.last_good = None if last_good is None else str(last_good)
         where = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+        at = f" ({last_good_at})" if last_good_at else ""
         kept = (
-            f"the last good checkpoint is {self.last_good}"
+            f"the last good checkpoint is {self.last_good}{at}"
             if self.last_good is not None
             else "no checkpoint was written yet"
         )
@@ -128,11 +130,13 @@ class NonFiniteLoss(FloatingPointError):
         step: int,
         epoch: int | None = None,
         last_good: str | os.PathLike[str] | None = None,
+        last_good_at: str | None = None,
     ) -> float:
-        """``value`` when finite, else raise."""
+        """``value`` when finite, else raise; ``last_good_at`` says where the last good
+        checkpoint stands (e.g. ``"epoch 3"``)."""
         if not math.isfinite(value):
             good = last_good if last_good is not None and Path(last_good).exists() else None
-            raise cls(value, step, epoch, good)
+            raise cls(value, step, epoch, good, last_good_at)
         return value
 
 

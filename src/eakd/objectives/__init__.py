@@ -16,6 +16,7 @@ from .base import (
     logits_of,
     register_objective,
 )
+
 # import order is registration order, the order of list_methods()
 from .logit import CTKDObjective, LogitObjective, VanillaObjective  # isort: skip
 from .mld import MLDObjective, mld_temperatures  # isort: skip

@@ -2,36 +2,34 @@
 
 from .config import (
     DataConfig,
-    EAConfig,
     ExperimentConfig,
     LogConfig,
     MethodConfig,
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    resolve_ea,
 )
 from .evaluate import accuracy_counts, evaluate
 from .sweep import expand_grid, format_table, run_sweep, summarize
-from .task import ClassificationTask, ea_settings
-from .train import TrainingDiverged, learning_rate, train
+from .task import ClassificationTask
+from .train import learning_rate, train
 
 __all__ = [
     "ClassificationTask",
     "DataConfig",
-    "EAConfig",
     "ExperimentConfig",
     "LogConfig",
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
-    "TrainingDiverged",
     "accuracy_counts",
-    "ea_settings",
     "evaluate",
     "expand_grid",
     "format_table",
     "learning_rate",
+    "resolve_ea",
     "run_sweep",
     "summarize",
     "train",

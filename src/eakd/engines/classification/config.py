@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from ...core import EASettings
+from ...objectives import list_methods
+from ..run import PRECISIONS
 
 __all__ = [
-    "METHODS",
     "DataConfig",
-    "EAConfig",
     "ExperimentConfig",
     "LogConfig",
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "resolve_ea",
 ]
-
-#: Training methods: ``vanilla`` (CE only, e.g. a teacher) or a registered loss (logit losses,
-#: and the feature methods ``reviewkd`` and ``fcfd``).
-METHODS = ("vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm", "reviewkd", "fcfd")
 
 
 @dataclass
@@ -63,32 +62,16 @@ class MethodConfig:
     ``kd_weight`` 1 and ``warmup_epochs`` 0, and set ``optim.nesterov``).
     """
 
-    name: Literal["vanilla", "kd", "dkd", "ctkd", "mld", "ttm", "wttm", "reviewkd", "fcfd"] = "kd"
+    name: str = "kd"
     ce_weight: float = 1.0
     kd_weight: float = 1.0
     warmup_epochs: int = 0
     loss: dict[str, Any] = field(default_factory=dict)
     mld_official: bool = True
 
-
-@dataclass
-class EAConfig:
-    """Entropy-adaptive weighting of the distillation term (paper defaults).
-
-    ``preset: official`` reproduces the released code's deviations (METHODS.md 1.3): H_ub = 100
-    for KD/DKD below 1000 classes (log 1000 on ImageNet), T' = 3 for DKD/MLD whatever
-    ``temperature`` says, log 100 for MLD, entropies from standardised logits for DKD+LS.
-    """
-
-    enabled: bool = False
-    temperature: float = 3.0
-    max_entropy: float | None = None
-    kind: Literal[
-        "ea", "base", "interact", "student", "inverse_teacher", "inverse_student", "none"
-    ] = "ea"
-    weight_logits: Literal["raw", "standardized"] = "raw"
-    normalize: bool = False
-    preset: Literal["paper", "official"] = "paper"
+    def __post_init__(self) -> None:
+        if self.name not in list_methods():
+            raise ValueError(f"method.name must be one of {list_methods()}, got {self.name!r}")
 
 
 @dataclass
@@ -107,15 +90,28 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """``precision``: ``fp32``, or autocast to ``bf16`` / ``fp16`` (fp16 needs CUDA; its loss
+    is scaled). ``grad_clip``: clip the global gradient norm to this value (null: off)."""
+
+    __renamed__: ClassVar[dict[str, str]] = {
+        "amp": "use train.precision (fp32, bf16 or fp16; amp: none is precision: fp32) instead"
+    }
+
     epochs: int = 240
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    precision: str = "fp32"
     grad_clip: float | None = None
     eval_every: int = 1
     progress: bool = True
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 @dataclass
@@ -132,13 +128,17 @@ class LogConfig:
 
 @dataclass
 class ExperimentConfig:
+    """One run, written to ``<output_dir>/<name>``. ``ea`` is the :class:`eakd.core.EASettings`
+    section every engine shares; :func:`resolve_ea` applies its preset once the class count is
+    known."""
+
     name: str = "experiment"
     output_dir: str = "runs"
     student: ModelConfig = field(default_factory=ModelConfig)
     teacher: ModelConfig | None = None
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    ea: EAConfig = field(default_factory=EAConfig)
+    ea: EASettings = field(default_factory=EASettings)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -155,3 +155,10 @@ class ExperimentConfig:
             raise ValueError("method mld trains on weak and strong views: set data.augment=mld")
         if self.train.epochs < 1:
             raise ValueError(f"train.epochs must be >= 1, got {self.train.epochs}")
+
+
+def resolve_ea(cfg: ExperimentConfig, num_classes: int) -> EASettings:
+    """The run's EA settings with ``ea.preset`` applied for its method and class count: what
+    the task weighs with and what ``results.json`` records under ``"ea"``."""
+    standardized = bool(cfg.method.loss.get("standardize", False))
+    return cfg.ea.resolve(cfg.method.name, num_classes, standardized=standardized)

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core.entropy import entropy
+from ...objectives import logits_of
+from ..run import autocast
 from ..utils import DistContext
-from .task import logits_of
 
 __all__ = ["accuracy_counts", "evaluate"]
 
@@ -43,7 +44,7 @@ def evaluate(
     entropies = []
     for batch in loader:
         x, y = batch[0].to(device, non_blocking=True), batch[-1].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with autocast(device, amp_dtype):
             logits = logits_of(model(x)).float()
         c1, c5 = accuracy_counts(logits, y)
         correct1 += c1

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ...config import apply_overrides, from_dict
-from ..utils import atomic_write_text
+from ..run import RunDir, atomic_write_text
 from .config import ExperimentConfig
 
-__all__ = ["expand_grid", "format_table", "run_sweep", "summarize"]
+__all__ = ["expand_grid", "format_table", "run_sweep", "summarize", "sweep_runs"]
 
 
 def _variant_overrides(key: str, value: str) -> tuple[str, list[str]]:
@@ -126,6 +126,23 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def sweep_runs(
+    base: dict[str, Any], seeds: Sequence[int], grid: Sequence[str] = ()
+) -> tuple[Path, list[tuple[str, dict[str, Any], RunDir]]]:
+    """The sweep's folder ``<output_dir>/<name>`` and, per variant x seed, the variant's name,
+    the run's config and its run directory ``<variant>/seed<k>``."""
+    root_cfg = from_dict(ExperimentConfig, base)
+    sweep_dir = Path(root_cfg.output_dir) / root_cfg.name
+    runs = []
+    for variant, overrides in expand_grid(grid):
+        for seed in seeds:
+            data = apply_overrides(base, [*overrides, f"train.seed={seed}"])
+            data["output_dir"] = str(sweep_dir / variant)
+            data["name"] = f"seed{seed}"
+            runs.append((variant, data, RunDir(sweep_dir / variant / data["name"])))
+    return sweep_dir, runs
+
+
 def run_sweep(
     base: dict[str, Any],
     seeds: Sequence[int],
@@ -138,25 +155,18 @@ def run_sweep(
     from .train import train
 
     train_fn = train_fn or train
-    root_cfg = from_dict(ExperimentConfig, base)
-    sweep_dir = Path(root_cfg.output_dir) / root_cfg.name
+    sweep_dir, runs = sweep_runs(base, seeds, grid)
     results: dict[str, list[dict[str, Any]]] = {}
-    for variant, overrides in expand_grid(grid):
-        for seed in seeds:
-            data = apply_overrides(base, [*overrides, f"train.seed={seed}"])
-            data["output_dir"] = str(sweep_dir / variant)
-            data["name"] = f"seed{seed}"
-            cfg = from_dict(ExperimentConfig, data)
-            run = sweep_dir / variant / f"seed{seed}"
-            if (run / "results.json").exists():
-                res = json.loads((run / "results.json").read_text())
-            else:
-                resume = (run / "checkpoints" / "last.pt").exists()
-                res = train_fn(cfg, resume=resume, quiet=quiet)
-            results.setdefault(variant, []).append(res)
-            if not quiet:
-                best, last = res["best_top1"], res["last_top1"]
-                print(f"{variant} seed {seed}: best {best:.2f}, last {last:.2f}")
+    for variant, data, run in runs:
+        cfg = from_dict(ExperimentConfig, data)
+        if run.results.exists():
+            res = run.read_results()
+        else:
+            res = train_fn(cfg, resume=run.holds_run(), quiet=quiet)
+        results.setdefault(variant, []).append(res)
+        if not quiet:
+            best, last = res["best_top1"], res["last_top1"]
+            print(f"{variant} seed {cfg.train.seed}: best {best:.2f}, last {last:.2f}")
     rows = summarize(results)
     atomic_write_text(sweep_dir / "sweep.md", format_table(rows) + "\n")
     atomic_write_text(sweep_dir / "sweep.csv", _csv(rows))

@@ -1,17 +1,16 @@
 """One training loop for every classification method, with and without EA.
 
 Reads top to bottom: set-up (devices, data, models, task, optimiser), optional resume, then
-epochs of (train, evaluate, log, checkpoint). Checkpoints and result files are written
-atomically; a resumed run continues exactly where the stopped one ended (the order and the
-augmentation of epoch ``e`` depend only on ``(seed, e)``, and RNG states are restored).
+epochs of (train, evaluate, log, checkpoint). Every file is a path of the run's
+:class:`~eakd.engines.run.RunDir`, written atomically; a resumed run continues exactly where the
+stopped one ended (the order and the augmentation of epoch ``e`` depend only on ``(seed, e)``,
+and RNG states are restored).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,41 +18,39 @@ import torch
 from torch import nn
 
 from ...config import from_dict, to_dict
+from ..run import (
+    NonFiniteLoss,
+    RunDir,
+    RunLogger,
+    autocast,
+    autocast_dtype,
+    check_resume,
+    load_state,
+    save_state,
+)
 from ..utils import (
-    CSVLogger,
     DistContext,
-    atomic_write_text,
     get_rng_state,
     resolve_device,
-    save_checkpoint,
     seed_everything,
     set_rng_state,
     setup_distributed,
-    write_json,
 )
-from .config import ExperimentConfig, ModelConfig, OptimConfig
+from .config import ExperimentConfig, ModelConfig, OptimConfig, resolve_ea
 from .evaluate import accuracy_counts, evaluate
 from .task import ClassificationTask
 
-__all__ = ["TrainingDiverged", "build_model_from", "learning_rate", "run_dir", "train"]
+__all__ = ["RESUMABLE_CHANGES", "build_model_from", "learning_rate", "train"]
 
 #: Config keys that may differ between a stopped run and its resumption.
-RESUMABLE_CHANGES = {
+RESUMABLE_CHANGES = (
     "train.epochs",
     "train.progress",
     "train.device",
     "train.threads",
     "data.num_workers",
     "log.tensorboard",
-}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the message names the step and the last good checkpoint."""
-
-
-def run_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.output_dir) / cfg.name
+)
 
 
 def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
@@ -86,23 +83,6 @@ def build_model_from(cfg: ModelConfig, num_classes: int, role: str) -> nn.Module
             "distilling from a randomly initialised teacher"
         )
     return model
-
-
-def _amp_dtype(name: str, device: torch.device) -> torch.dtype | None:
-    if name == "none":
-        return None
-    if name == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use amp=bf16 (or none) on CPU")
-    return torch.bfloat16 if name == "bf16" else torch.float16
-
-
-def _config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
 
 
 def _build_data(cfg: ExperimentConfig, dist: DistContext):
@@ -148,7 +128,7 @@ def train(
 
     Args:
         cfg: an :class:`ExperimentConfig` or its plain-dict form (validated strictly).
-        resume: continue from ``<output_dir>/<name>/checkpoints/last.pt``.
+        resume: continue the stopped run at ``<output_dir>/<name>`` (its ``checkpoints/last.pt``).
         quiet: no progress bar and no per-epoch lines.
     """
     if isinstance(cfg, dict):
@@ -158,42 +138,24 @@ def train(
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    amp_dtype = _amp_dtype(cfg.train.amp, device)
-    out = run_dir(cfg)
-    ckpt_dir = out / "checkpoints"
-    last_path = ckpt_dir / "last.pt"
+    amp_dtype = autocast_dtype(cfg.train.precision, device)
+    run = RunDir(Path(cfg.output_dir) / cfg.name)
     say = (lambda *a: None) if quiet or not dist.is_main else print
 
-    state = None
-    if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(
-                f"cannot resume: no checkpoint at {last_path}; start the run without --resume"
-            )
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        diff = [
-            k for k in _config_diff(state["config"], to_dict(cfg)) if k not in RESUMABLE_CHANGES
-        ]
-        if diff:
-            raise ValueError(
-                f"cannot resume {out}: the config differs from the stopped run's in "
-                f"{', '.join(diff)}; resume with the original config (only "
-                f"{', '.join(sorted(RESUMABLE_CHANGES))} may change) or choose another name"
-            )
-    elif dist.is_main and last_path.exists():
-        raise FileExistsError(
-            f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it, "
-            "or choose another name/output_dir"
-        )
+    run.prepare(resume)
+    state = load_state(run.last) if resume else None
+    if state is not None:
+        check_resume(state["config"], to_dict(cfg), RESUMABLE_CHANGES, run.root)
 
     train_loader, test_loader, info = _build_data(cfg, dist)
     num_classes = info.num_classes
+    ea = resolve_ea(cfg, num_classes)
     student = build_model_from(cfg.student, num_classes, "student").to(device)
     teacher = None
     if cfg.teacher is not None and cfg.method.name != "vanilla":
         teacher = build_model_from(cfg.teacher, num_classes, "teacher").to(device)
     bins = cfg.log.entropy_bins if cfg.log.diagnostics else 0
-    task = ClassificationTask(student, teacher, cfg.method, cfg.ea, num_classes, bins).to(device)
+    task = ClassificationTask(student, teacher, cfg.method, ea, num_classes, bins).to(device)
     params = task.trainable_parameters()
     optimizer = torch.optim.SGD(
         params,
@@ -202,7 +164,7 @@ def train(
         weight_decay=cfg.optim.weight_decay,
         nesterov=cfg.optim.nesterov,
     )
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
     runner: nn.Module = task
     if dist.enabled:
         ids = [device.index] if device.type == "cuda" else None
@@ -217,31 +179,22 @@ def train(
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        say(f"resuming {out} at epoch {start_epoch}")
+        say(f"resuming {run.root} at epoch {start_epoch}")
 
-    writer = None
+    logger = None
     if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        import yaml
-
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        csv_log = CSVLogger(out / "train_log.csv", resume_at=start_epoch - 1 if state else None)
-        if not state and (out / "diagnostics.jsonl").exists():
-            (out / "diagnostics.jsonl").unlink()
-        if cfg.log.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer = SummaryWriter(str(out / "tensorboard"), purge_step=start_epoch)
-            except ImportError:
-                say("note: tensorboard is not installed; logging to train_log.csv only")
+        run.write_config(to_dict(cfg))
+        resume_at = start_epoch - 1 if state is not None else None
+        logger = RunLogger(run, resume_at, tensorboard=cfg.log.tensorboard, say=say)
+        if state is None:
+            run.reset_diagnostics()
 
     teacher_eval = state.get("teacher_eval") if state else None
     if teacher is not None and teacher_eval is None:
         t_res = evaluate(teacher, test_loader, device, dist, amp_dtype, task.ea_temperature)
         teacher_eval = {"top1": t_res["top1"], "top5": t_res["top5"]}
         if dist.is_main and cfg.log.test_entropies and not dist.enabled:
-            save_checkpoint(t_res["entropies"].half(), out / "entropies" / "teacher.pt")
+            save_state(t_res["entropies"].half(), run.teacher_entropies())
         say(f"teacher {cfg.teacher.name}: top-1 {teacher_eval['top1']:.2f}%")
 
     epochs = cfg.train.epochs
@@ -262,19 +215,12 @@ def train(
         for step, batch in enumerate(bar, 1):
             t0 = time.perf_counter()
             batch = _to_device(batch, device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 result = runner(batch)
             loss = result["loss"]
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                kept = (
-                    f"{last_path} (epoch {start_epoch - 1 if epoch == start_epoch else epoch - 1})"
-                )
-                raise TrainingDiverged(
-                    f"non-finite loss ({value}) at epoch {epoch}, step {step}; the last good "
-                    f"checkpoint is {kept if last_path.exists() else 'none yet'} and nothing "
-                    "was overwritten. Lower optim.lr, use amp=none/bf16, or check the data"
-                )
+            value = NonFiniteLoss.check(
+                float(loss.detach()), step, epoch, run.last, last_good_at=f"epoch {epoch - 1}"
+            )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.train.grad_clip:
@@ -329,36 +275,44 @@ def train(
             if last_eval["top1"] > best["top1"]:
                 best = {"top1": last_eval["top1"], "top5": last_eval["top5"], "epoch": epoch}
             if dist.is_main and want_h:
-                path = out / "entropies" / f"student_epoch{epoch:04d}.pt"
-                save_checkpoint(last_eval["entropies"].half(), path)
+                save_state(last_eval["entropies"].half(), run.student_entropies(epoch))
         history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
         diagnostics = task.distill is not None and cfg.log.diagnostics
         if diagnostics and dist.enabled:
             task.reduce_diagnostics(device)
         if dist.is_main:
-            csv_log.log(row)
             if diagnostics:
-                diag = {"epoch": epoch, **task.diagnostics()}
-                with (out / "diagnostics.jsonl").open("a") as fh:
-                    fh.write(json.dumps(diag) + "\n")
+                diag = task.diagnostics()
+                run.append_diagnostics({"epoch": epoch, **diag})
+                # the scalar statistics join the epoch's log row (the histograms stay in
+                # diagnostics.jsonl)
                 row.update({f"ea_{k}": v for k, v in diag.items() if not k.startswith("hist")})
-            if writer is not None:
-                for k, v in row.items():
-                    if k != "epoch" and isinstance(v, (int, float)):
-                        writer.add_scalar(k, v, epoch)
-            _checkpoint(
-                out,
-                cfg,
-                epoch,
-                student,
-                task,
-                optimizer,
-                scaler,
-                best,
-                history,
-                teacher_eval,
-                is_best=best["epoch"] == epoch,
-            )
+            logger.log(row)
+            checkpoint = {
+                # mdistiller/RepDistiller-compatible: {"model": state_dict, ...}
+                "model": student.state_dict(),
+                "objective": task.distill.state_dict() if task.distill is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "rng": get_rng_state(),
+                "best": best,
+                "history": history,
+                "teacher_eval": teacher_eval,
+                "config": to_dict(cfg),
+                "ea": ea.to_dict(),
+                "arch": cfg.student.name,
+            }
+            save_state(checkpoint, run.last)
+            if best["epoch"] == epoch:
+                best_state = {
+                    "model": checkpoint["model"],
+                    "epoch": epoch,
+                    "arch": cfg.student.name,
+                    "best_top1": best["top1"],
+                    "config": checkpoint["config"],
+                }
+                save_state(best_state, run.best)
             if "test_top1" in row:
                 say(
                     f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}, "
@@ -370,7 +324,7 @@ def train(
     results = {
         "name": cfg.name,
         "method": cfg.method.name,
-        "ea": cfg.ea.enabled,
+        "ea": ea.to_dict(),
         "seed": cfg.train.seed,
         "epochs": epochs,
         "best_top1": best["top1"],
@@ -383,40 +337,9 @@ def train(
         "history": history,
     }
     if dist.is_main:
-        write_json(out / "results.json", results)
-        if writer is not None:
-            writer.close()
+        run.write_results(results)
+        logger.close()
     return results
-
-
-def _checkpoint(
-    out, cfg, epoch, student, task, optimizer, scaler, best, history, teacher_eval, is_best
-):
-    state = {
-        "model": student.state_dict(),  # mdistiller/RepDistiller-compatible {"model": sd}
-        "objective": task.distill.state_dict() if task.distill is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "rng": get_rng_state(),
-        "best": best,
-        "history": history,
-        "teacher_eval": teacher_eval,
-        "config": to_dict(cfg),
-        "arch": cfg.student.name,
-    }
-    save_checkpoint(state, out / "checkpoints" / "last.pt")
-    if is_best:
-        save_checkpoint(
-            {
-                "model": state["model"],
-                "epoch": epoch,
-                "arch": cfg.student.name,
-                "best_top1": best["top1"],
-                "config": state["config"],
-            },
-            out / "checkpoints" / "best.pt",
-        )
 
 
 def _progress(loader, epoch, epochs, enabled, dist):
@@ -427,8 +350,3 @@ def _progress(loader, epoch, epochs, enabled, dist):
     except ImportError:  # pragma: no cover
         return loader
     return tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
-
-
-def with_overrides(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """A copy of ``cfg`` with top-level fields replaced (used by sweeps and the demo)."""
-    return replace(cfg, **changes)
