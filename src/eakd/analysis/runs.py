@@ -188,7 +188,7 @@ class Run:
         wanted = (run.results, run.diagnostics, run.teacher_entropies(), run.last)
         gone = [str(p.relative_to(run.root)) for p in wanted if not p.is_file()]
         if not run.student_entropy_files():
-            gone.append(f"student entropies in {run.ENTROPIES}/")
+            gone.append(f"student entropies in {RunDir.entropies.name}/")
         return gone
 
     def metric(self, key: str) -> float | None:

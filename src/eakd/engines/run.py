@@ -40,6 +40,7 @@ __all__ = [
     "RunDir",
     "RunExists",
     "RunLogger",
+    "RunPath",
     "atomic_write_bytes",
     "atomic_write_text",
     "autocast",
@@ -196,76 +197,41 @@ def check_resume(
 
 
 # -- the run directory --------------------------------------------------------------------------
+class RunPath:
+    """A file or folder of a run: on an instance, ``RunDir(root).results`` is
+    ``root / "results.json"``; on the class, ``RunDir.results.name`` is the relative name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDir | None, owner: type) -> Any:
+        return self if run is None else run.root / self.name
+
+
 class RunDir:
     """Every path of a run. ``RunDir(path)`` names the directory; nothing is created until a
     writer asks (:meth:`prepare`)."""
 
-    CONFIG = "config.yaml"
-    RESULTS = "results.json"
-    TRAIN_LOG = "train_log.csv"
-    EVAL_LOG = "eval_log.csv"
-    EVAL = "eval.json"
-    DIAGNOSTICS = "diagnostics.jsonl"
-    ENTROPIES = "entropies"
-    CHECKPOINTS = "checkpoints"
-    TENSORBOARD = "tensorboard"
+    config = RunPath("config.yaml")
+    results = RunPath("results.json")
+    train_log = RunPath("train_log.csv")
+    eval_log = RunPath("eval_log.csv")  # engines that evaluate apart from their train log
+    eval = RunPath("eval.json")  # the results of the last ``eval`` command on this run
+    diagnostics = RunPath("diagnostics.jsonl")
+    entropies = RunPath("entropies")
+    checkpoints = RunPath("checkpoints")
+    tensorboard = RunPath("tensorboard")
+    last = RunPath("checkpoints/last.pt")  # the resumable state
+    best = RunPath("checkpoints/best.pt")
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
     def __repr__(self) -> str:
-        return f"RunDir({str(self.root)!r})"
+        return f"{type(self).__name__}({str(self.root)!r})"
 
     def __fspath__(self) -> str:
         return str(self.root)
-
-    # paths
-    @property
-    def config(self) -> Path:
-        return self.root / self.CONFIG
-
-    @property
-    def results(self) -> Path:
-        return self.root / self.RESULTS
-
-    @property
-    def train_log(self) -> Path:
-        return self.root / self.TRAIN_LOG
-
-    @property
-    def eval_log(self) -> Path:
-        """Per-evaluation metrics of engines that evaluate apart from their train log."""
-        return self.root / self.EVAL_LOG
-
-    @property
-    def eval(self) -> Path:
-        """The results of the last ``eval`` command on this run."""
-        return self.root / self.EVAL
-
-    @property
-    def diagnostics(self) -> Path:
-        return self.root / self.DIAGNOSTICS
-
-    @property
-    def entropies(self) -> Path:
-        return self.root / self.ENTROPIES
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / self.CHECKPOINTS
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / self.TENSORBOARD
-
-    @property
-    def last(self) -> Path:
-        """The resumable state (a file; the LLM engine's is the folder ``checkpoints/last``)."""
-        return self.checkpoints / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.checkpoints / "best.pt"
 
     def checkpoint(self, name: str) -> Path:
         """``checkpoints/<name>.pt`` (``last``, ``best``, ``epoch0040``, ...)."""
@@ -314,7 +280,7 @@ class RunDir:
         import yaml
 
         if not self.config.is_file():
-            raise FileNotFoundError(f"{self.root} is not a run directory: no {self.CONFIG}")
+            raise FileNotFoundError(f"{self.root} is not a run directory: no {self.config.name}")
         return yaml.safe_load(self.config.read_text()) or {}
 
     def write_results(self, data: dict[str, Any]) -> None:
@@ -324,7 +290,8 @@ class RunDir:
     def read_results(self) -> dict[str, Any]:
         if not self.results.is_file():
             raise FileNotFoundError(
-                f"{self.root} has no {self.RESULTS}: the run has not finished (or is not a run)"
+                f"{self.root} has no {self.results.name}: the run has not finished (or is "
+                "not a run)"
             )
         return json.loads(self.results.read_text())
 
@@ -353,7 +320,7 @@ class RunDir:
                 continue
             seen.add(real)
             dirnames.sort()
-            if self.CONFIG in filenames:
+            if RunDir.config.name in filenames:
                 dirnames[:] = []  # a run's own folders hold no runs
                 yield RunDir(dirpath)
 

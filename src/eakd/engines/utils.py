@@ -1,52 +1,27 @@
-"""Shared engine plumbing: atomic files, seeding, RNG state, devices, distributed runs, logs."""
+"""Shared engine plumbing: seeding, RNG state, devices, distributed runs (the run directory, its
+files and logs are :mod:`eakd.engines.run`)."""
 
 from __future__ import annotations
 
-import csv
 import gc
-import io
-import json
 import os
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 
-from .._atomic import atomic_open
-
 __all__ = [
-    "CSVLogger",
     "DistContext",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "get_rng_state",
     "resolve_device",
-    "save_checkpoint",
     "seed_everything",
     "set_rng_state",
     "setup_distributed",
+    "teardown_distributed",
 ]
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a crash leaves the old file or the new one."""
-    with atomic_open(path) as fh:
-        fh.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to memory, then an atomic write."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -164,41 +139,3 @@ def teardown_distributed(wait: bool = True) -> None:
                 torch_dist.barrier()
         finally:
             torch_dist.destroy_process_group()
-
-
-class CSVLogger:
-    """Append rows to a CSV file; the header comes from the first row's keys. Each row is
-    written and flushed at once, so a stopped run keeps every finished epoch."""
-
-    def __init__(self, path: str | os.PathLike[str], resume_at: int | None = None) -> None:
-        self.path = Path(path)
-        self.fields: list[str] | None = None
-        if resume_at is not None and self.path.exists():
-            # keep the rows up to the resumed epoch; later rows belong to the stopped run
-            with self.path.open() as fh:
-                rows = list(csv.DictReader(fh))
-            kept = [r for r in rows if int(float(r.get("epoch", 0))) <= resume_at]
-            self.fields = list(rows[0].keys()) if rows else None
-            buf = io.StringIO()
-            if self.fields:
-                writer = csv.DictWriter(buf, fieldnames=self.fields)
-                writer.writeheader()
-                writer.writerows(kept)
-            atomic_write_text(self.path, buf.getvalue())
-        elif self.path.exists():
-            self.path.unlink()
-
-    def log(self, row: dict[str, Any]) -> None:
-        new = self.fields is None
-        if new:
-            self.fields = list(row.keys())
-        with self.path.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
-            fh.flush()
-
-
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

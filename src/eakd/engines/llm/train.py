@@ -32,7 +32,15 @@ from typing import Any
 import torch
 
 from ...config import ConfigError, to_dict
-from ..run import NonFiniteLoss, RunDir, RunLogger, autocast_dtype, check_resume, write_json
+from ..run import (
+    NonFiniteLoss,
+    RunDir,
+    RunLogger,
+    RunPath,
+    autocast_dtype,
+    check_resume,
+    write_json,
+)
 from ..utils import seed_everything
 from .config import LLMConfig, TrainConfig, bind_config
 from .data import collate_train, encode_example, load_instructions, split_holdout
@@ -94,21 +102,9 @@ class LLMRunDir(RunDir):
     def of(cls, cfg: LLMConfig) -> LLMRunDir:
         return cls(Path(cfg.output_dir) / cfg.name)
 
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best"
-
-    @property
-    def final(self) -> Path:
-        return self.root / "final"
-
-    @property
-    def eval_results(self) -> Path:
-        return self.root / "eval.json"
+    last = RunPath("checkpoints/last")
+    best = RunPath("best")
+    final = RunPath("final")
 
 
 def _drop_gguf_quantization(model) -> None:
@@ -404,7 +400,7 @@ def evaluate(
         model.to("cuda")
     result = evaluate_rouge(model, tokenizer, datasets, e)
     result["checkpoint"] = str(path)
-    target = Path(e.output) if e.output else run.eval_results
+    target = Path(e.output) if e.output else run.eval
     write_json(target, result)
     if not quiet:
         print(format_table(result))
