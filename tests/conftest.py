@@ -10,3 +10,14 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """For tests that run many small ops, where a second OpenMP thread only adds synchronisation
+    (and stalls badly on a busy machine); the setting is restored after each test. Autouse in
+    tests/losses/feature, by ``pytestmark`` in the feature-method training tests."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engines"
+ENGINE_TESTS = Path(__file__).resolve().parents[1] / "engines" / "classification"
 sys.path.insert(0, str(ENGINE_TESTS))  # the test model tiny_models:Tiny1d, built by import path
 
 from tiny_models import tiny_config  # noqa: E402

@@ -14,7 +14,7 @@ import yaml
 
 from eakd.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "classification"))
 from tiny_models import tiny_config
 
 

@@ -272,7 +272,7 @@ def test_shipped_llm_configs_bind_strictly():
     from eakd.config import load_config
     from eakd.engines.llm.config import bind_config
 
-    root = Path(__file__).resolve().parents[2] / "configs" / "llm"
+    root = Path(__file__).resolve().parents[3] / "configs" / "llm"
     paths = sorted(root.rglob("*.yaml"))
     assert len(paths) >= 8
     for path in paths:
@@ -312,7 +312,7 @@ def test_two_ddp_processes_match_one_process(tiny_models, dolly_file, tmp_path, 
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).parents[2] / "src"),
+        "PYTHONPATH": str(Path(__file__).parents[3] / "src"),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }

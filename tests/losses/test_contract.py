@@ -10,7 +10,7 @@ from eakd import EntropyAdaptive, build_loss, list_losses
 from eakd.losses import LOSSES
 
 # Feature losses (input_kind "features" / "models") take features or models, not logits: they
-# have their own tests (tests/feature).
+# have their own tests (tests/losses/feature).
 ALL = [n for n in list_losses() if getattr(LOSSES.get(n), "input_kind", "logits") == "logits"]
 
 

@@ -1,4 +1,5 @@
-"""Values and gradients of every loss and of the weights against tests/reference/formulas.py."""
+"""Values and gradients of every loss and of the EntropyAdaptive wrapper against
+tests/reference/formulas.py (the entropy and weights: tests/core/test_core_reference.py)."""
 
 from __future__ import annotations
 
@@ -53,25 +54,6 @@ def dkd_path(request):
 
 #: Shapes that take each KD implementation through the public API: small, rows, two blocks.
 NATURAL_KD_SHAPES = [(40, 10), (400, 100), (1400, 100)]
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("t", TEMPS)
-def test_entropy(shape, t):
-    s, _, _ = _pair(shape)
-    _check(eakd.entropy(s, t), ref.entropy(s, t), s)
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("kind", sorted(eakd.WEIGHT_KINDS))
-@pytest.mark.parametrize("h_ub", [None, 100.0])
-def test_weights(shape, kind, h_ub):
-    s, t, _ = _pair(shape)
-    w = eakd.ea_weights(s, t, temperature=3.0, max_entropy=h_ub, kind=kind)
-    torch.testing.assert_close(
-        w.double(), ref.ea_weight(s, t, 3.0, h_ub, kind).detach(), atol=1e-5, rtol=1e-5
-    )
-    assert not w.requires_grad
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -204,11 +186,6 @@ def test_standardize_option(name):
     zs, zt = ref.standardize(s).float(), ref.standardize(z).float()
     plain = build_loss(name)(zs, zt, y, reduction="none")
     torch.testing.assert_close(with_ls, plain, atol=1e-5, rtol=1e-4)
-
-
-def test_standardize_logits_formula():
-    s, _, _ = _pair((4, 9))
-    torch.testing.assert_close(eakd.standardize_logits(s).double(), ref.standardize(s))
 
 
 @pytest.mark.parametrize("shape", NATURAL_KD_SHAPES)

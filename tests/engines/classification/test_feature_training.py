@@ -17,7 +17,9 @@ import yaml
 
 from eakd.engines.classification import train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
+# one OpenMP thread, like the feature-loss tests (tests/losses/feature/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,10 @@ from eakd.losses import LOSSES
 from eakd.models import build_model, list_models
 from eakd.registry import bind_kwargs
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 FOLDERS = ["reviewkd", "ea_reviewkd", "fcfd", "ea_fcfd"]
+# one OpenMP thread, like the feature-loss tests (tests/losses/feature/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def feature_configs() -> list[Path]:

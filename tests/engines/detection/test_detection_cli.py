@@ -15,7 +15,7 @@ from eakd.cli.main import main
 from eakd.demos.detection import DemoSettings, demo_configs, run_demo
 from eakd.engines.detection.config import load_detection_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def write_config(shapes, tmp_path) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-import llm_reference as ref
 import pytest
 import torch
 
 from eakd.core import EASettings, reduce, sequence_means, weights_from_entropies
 from eakd.losses.token import ChunkedTokenDistillation, token_divergence
+from reference import token_formulas as ref
 
 B, T, HS, HT, V = 3, 7, 6, 10, 23  # B*T = 21 rows
 

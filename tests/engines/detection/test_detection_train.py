@@ -25,7 +25,7 @@ from eakd.engines.detection import (
 )
 from eakd.engines.run import CheckpointError, NonFiniteLoss
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def tiny_config(shapes, out, iters: int = 2, **sections) -> DetectionConfig:

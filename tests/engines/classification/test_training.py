@@ -186,7 +186,7 @@ def test_every_shipped_config_validates():
     from eakd.losses import build_loss
     from eakd.models import list_models
 
-    root = Path(__file__).resolve().parents[2] / "configs"
+    root = Path(__file__).resolve().parents[3] / "configs"
     files = sorted(root.rglob("*.yaml"))
     assert len(files) >= 80
     models = set(list_models())
@@ -220,7 +220,7 @@ def test_ddp_two_processes_match_one(tmp_path):
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parents[2] / "src"), str(Path(__file__).parent)]
+            [str(Path(__file__).parents[3] / "src"), str(Path(__file__).parent)]
         ),
     }
     cmd = [

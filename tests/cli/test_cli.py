@@ -64,7 +64,7 @@ def test_console_script_entry_point():
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "configs").glob("*/*/*.yaml"))[:1]
+    "path", sorted((Path(__file__).parents[2] / "configs").glob("*/*/*.yaml"))[:1]
 )
 def test_config_overrides_are_validated(path, capsys):
     assert main(["train", str(path), "optim.momentum=fast"]) == 2
@@ -94,7 +94,7 @@ def test_eval_and_sweep_commands_on_a_tiny_run(tmp_path, capsys):
 
     from eakd.engines.run import RunDir
 
-    sys.path.insert(0, str(Path(__file__).parent / "engines"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engines" / "classification"))
     from tiny_models import tiny_config
 
     cfg = tiny_config(tmp_path, tmp_path / "cache", "cli", student={"kwargs": {"width": 6}})

@@ -1,12 +1,10 @@
 import os
-import sys
 
 import pytest
 
 # Anything here that touches transformers must stay offline.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, os.path.dirname(__file__))
 
 CORPUS = [
     "Below is an instruction that describes a task. Write a response that appropriately "
