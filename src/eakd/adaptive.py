@@ -11,7 +11,7 @@ from .core.reduction import reduce
 from .core.settings import EASettings, EAStats
 from .core.weights import sequence_means, weights_from_entropies
 from .losses.base import DistillationLoss, finish, logit_entropies, prepare_logits
-from .losses.logit._fused import STACK_BELOW, weighted_kd_small
+from .losses.logit._fused import STACK_BELOW, temperature_scales, weighted_kd_small
 from .losses.logit.kd import KDLoss
 
 __all__ = ["EAStats", "EntropyAdaptive"]
@@ -67,7 +67,8 @@ class EntropyAdaptive(nn.Module):
         self.loss = loss
         self.settings = ea = EASettings.from_options(ea, **options)
         self.last_stats: EAStats | None = None
-        # EA-KD on small logits has a one-node kernel (see _fused.weighted_kd_small)
+        # EA-KD on small logits has a one-node kernel (see _fused.weighted_kd_small); its
+        # temperature scales follow the inputs' device like a buffer
         self._kd_kernel = (
             type(loss) is KDLoss
             and not loss.standardize
@@ -75,6 +76,8 @@ class EntropyAdaptive(nn.Module):
             and ea.weight_logits == "raw"
             and not ea.normalize
         )
+        self._kd_scales: torch.Tensor | None = None
+        self._kd_scales_for: float | None = None  # the KD temperature they were built for
 
     # the settings, read where the wrapper is inspected (logs, the analysis)
     @property
@@ -177,15 +180,20 @@ class EntropyAdaptive(nn.Module):
         per-item path below, at a fraction of its dispatch cost."""
         s, t, _ = prepare_logits(student, teacher)
         denom = 1.0 if reduction == "sum" else float(s.shape[0] if num_items is None else num_items)
-        ea = self.settings
+        ea, temperature = self.settings, self.loss.temperature
+        scales = self._kd_scales
+        if scales is None or scales.device != s.device or self._kd_scales_for != temperature:
+            scales = self._kd_scales = temperature_scales(temperature, ea.temperature, s.device)
+            self._kd_scales_for = temperature
         loss, per_item, w, hs, ht = weighted_kd_small(
             s,
             t,
-            self.loss.temperature,
+            temperature,
             ea.temperature,
             ea.max_entropy_for(s.shape[-1]),
             ea.kind,
             max(denom, 1.0),
+            scales,
         )
         finish(per_item, student, teacher)
         object.__setattr__(self, "last_stats", EAStats(w, hs, ht, per_item, None))

@@ -26,7 +26,7 @@ from torch.autograd.function import once_differentiable
 from ...core.entropy import entropy_from_log_probs, entropy_from_softmax
 from ...core.weights import weights_from_entropies
 
-__all__ = ["dkd_rows", "kd_rows", "weighted_kd_small"]
+__all__ = ["dkd_rows", "kd_rows", "temperature_scales", "weighted_kd_small"]
 
 
 def _shift(z: torch.Tensor) -> torch.Tensor:
@@ -312,13 +312,19 @@ class _WeightedKD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, s, t, temperature, entropy_temperature, max_entropy, kind, denom, sink):
+    def forward(
+        ctx, s, t, temperature, entropy_temperature, max_entropy, kind, denom, scales, sink
+    ):
         x = torch.stack((s, t))
         x = x.sub_(x.amax(-1, keepdim=True))
         same = entropy_temperature == temperature
         # v: (side, N, C) at T, or (temperature, side, N, C) at T and T'
-        v = x.mul_(1.0 / temperature) if same else torch.stack((x * (1.0 / temperature), x))
-        if not same:
+        if same:
+            v = x.mul_(1.0 / temperature)
+        elif scales is not None:
+            v = x * scales
+        else:
+            v = torch.stack((x * (1.0 / temperature), x))
             v[1].mul_(1.0 / entropy_temperature)
         p = torch.softmax(v, -1)
         lse = p.amax(-1).log_().neg_()
@@ -340,7 +346,13 @@ class _WeightedKD(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss):
         (grad,) = ctx.saved_tensors
-        return grad * grad_loss, None, None, None, None, None, None, None
+        return grad * grad_loss, None, None, None, None, None, None, None, None
+
+
+def temperature_scales(temperature: float, entropy_temperature: float, device=None):
+    """``[1/T, 1/T']`` shaped ``(2, 1, 1, 1)``, the ``scales`` of :func:`weighted_kd_small`."""
+    scales = torch.tensor([1.0 / temperature, 1.0 / entropy_temperature], device=device)
+    return scales.view(2, 1, 1, 1)
 
 
 def weighted_kd_small(
@@ -351,6 +363,7 @@ def weighted_kd_small(
     max_entropy: float,
     kind: str,
     denom: float,
+    scales: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     r"""EA-KD ``\sum_n w_n T^2 KL_n / D`` on small 2-D float32 logits in one autograd node:
     ``(loss, per-item KD, w, H_S, H_T)`` (the last four detached).
@@ -358,7 +371,9 @@ def weighted_kd_small(
     At small sizes every eager op costs its dispatch whatever its size, so the per-item graph,
     the weighting and the reduction nodes cost more than the math; this kernel does them in one
     forward and a one-multiply backward. Inputs from :data:`STACK_BELOW` logits up go through
-    the per-item row kernels instead, where this gains nothing.
+    the per-item row kernels instead, where this gains nothing. ``scales``
+    (:func:`temperature_scales`, on the inputs' device) spares building both temperatures'
+    logits op by op when ``T' != T``.
     """
     sink: list[torch.Tensor] = []
     loss = _WeightedKD.apply(
@@ -369,6 +384,7 @@ def weighted_kd_small(
         float(max_entropy),
         kind,
         float(denom),
+        scales,
         sink,
     )
     return (loss, *sink)
