@@ -35,14 +35,23 @@ class MLDObjective(Objective):
     :mod:`eakd.losses.logit.mld`. ``official=True`` reproduces the released code: confidence
     masks as batch-mean factors, the strong view's ``T = 2, 6`` terms taken from the weak
     logits, consistency on the weak view only; ``official=False`` follows the paper (per-sample
-    masks, every term on both views). One student forward and one teacher forward run on the
-    two views concatenated, as the released code does (the student's BatchNorm sees both).
+    masks, every term on both views).
+
+    The student runs two forwards, ``z^s_w = f(weak)`` then ``z^s_s = f(strong)``, as the
+    released code does: in train mode its BatchNorm normalises each view over its own ``B``
+    samples and updates its running statistics twice per step (weak first). ``batched_views``
+    runs one forward on ``cat([weak, strong])`` (``2B`` samples) instead: faster, but BatchNorm
+    then normalises over both views together and updates its running statistics once, which is
+    not what the released code ran. The teacher runs one forward on ``cat([weak, strong])``
+    either way: it is in eval mode (see :class:`Objective`), so BatchNorm uses its running
+    statistics and each sample's logits are those of the released code's two forwards.
 
     Args:
         student, teacher: see :class:`Objective`.
         loss: keywords of the ``mld`` loss (``temperatures``, ``standardize``), or
             ``temperature``: ``T0`` of :func:`mld_temperatures` (default 4).
         official: see above.
+        batched_views: one student forward over both views (see above); default two.
         **options: ``num_classes``, ``ea``, ``ce_weight``, ``kd_weight``, ``warmup_epochs``.
     """
 
@@ -53,9 +62,11 @@ class MLDObjective(Objective):
         *,
         loss: Mapping[str, Any] | None = None,
         official: bool = True,
+        batched_views: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(student, teacher, **options)
+        self.batched_views = bool(batched_views)
         kw = dict(loss or {})
         kw.setdefault("temperatures", mld_temperatures(kw.pop("temperature", 4.0)))
         mode = "official" if official else "per_sample"
@@ -76,15 +87,29 @@ class MLDObjective(Objective):
 
     @classmethod
     def from_config(cls, method, student, teacher, *, num_classes, ea=None) -> Objective:
+        """``method.mld_official`` and ``method.mld_batched_views`` (absent: ``False``, the
+        released code's two forwards) set ``official`` and ``batched_views``."""
         options = cls._options(method, num_classes, ea)
-        return cls(student, teacher, loss=method.loss, official=method.mld_official, **options)
+        batched = bool(getattr(method, "mld_batched_views", False))
+        return cls(
+            student,
+            teacher,
+            loss=method.loss,
+            official=method.mld_official,
+            batched_views=batched,
+            **options,
+        )
 
     def compute(self, batch):
         weak, strong, y = batch
         n = weak.shape[0]
-        s_all = logits_of(self.student(torch.cat([weak, strong])))
-        self.check_classes(s_all, "student")
-        s_w, s_s = s_all[:n], s_all[n:]
+        if self.batched_views:
+            s_all = logits_of(self.student(torch.cat([weak, strong])))
+            s_w, s_s = s_all[:n], s_all[n:]
+        else:  # the order matters: BatchNorm's running statistics see weak, then strong
+            s_w = logits_of(self.student(weak))
+            s_s = logits_of(self.student(strong))
+        self.check_classes(s_w, "student")
         t_all = self.teacher_logits(torch.cat([weak, strong]))
         t_w, t_s = t_all[:n], t_all[n:]
         ce = F.cross_entropy(s_w, y) + F.cross_entropy(s_s, y)

@@ -97,9 +97,9 @@ def test_mld_objective(official, ea, ls):
     weak, strong = torch.randn(8, 8), torch.randn(8, 8)
     y = torch.randint(0, 5, (8,))
     out = task((weak, strong, y))
-    s_all = task.student(torch.cat([weak, strong]))[0]
-    t_all = task.teacher(torch.cat([weak, strong]))[0].detach()
-    s_w, s_s, t_w, t_s = s_all[:8], s_all[8:], t_all[:8], t_all[8:]
+    # one student forward per view, as the released code (the student's BatchNorm is in train mode)
+    s_w, s_s = task.student(weak)[0], task.student(strong)[0]
+    t_w, t_s = task.teacher(weak)[0].detach(), task.teacher(strong)[0].detach()
     temps = (4.0, 3.0, 5.0, 2.0, 6.0)
 
     def inst(s, t, ts, factor=1.0):

@@ -54,7 +54,12 @@ class MethodConfig:
     ``min(epoch / warmup_epochs, 1)`` with epochs from 1 (DKD: 20 on CIFAR).
     For MLD, ``mld_official`` reproduces the released code (confidence masks as batch-mean
     factors, the strong view's T = 2 and 6 terms taken from the weak logits, class/batch
-    consistency on the weak view only); ``False`` follows the MLD paper.
+    consistency on the weak view only); ``False`` follows the MLD paper. MLD runs the student
+    once per view, weak then strong, as the released code does (in train mode BatchNorm
+    normalises each view over its own samples and updates its running statistics twice per
+    step); ``mld_batched_views`` runs one student forward over both views concatenated: faster,
+    but BatchNorm normalises over both views together and updates its running statistics once,
+    which is not what the released code ran.
 
     Feature methods build their loss from the two models, ``loss`` holding the other keyword
     arguments: ``reviewkd`` (``kd_weight`` = lambda_R, ``warmup_epochs`` = 20 on CIFAR) and
@@ -68,6 +73,7 @@ class MethodConfig:
     warmup_epochs: int = 0
     loss: dict[str, Any] = field(default_factory=dict)
     mld_official: bool = True
+    mld_batched_views: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in list_methods():
