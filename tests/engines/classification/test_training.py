@@ -269,3 +269,11 @@ def test_global_batch_must_divide_over_the_processes(tmp_path):
     # evaluation shards cover the test split exactly once, without padding
     counts = [sum(len(y) for _, y in test) for _, test in loaders]
     assert sum(counts) == len(loaders[0][1].dataset)
+
+
+def test_sequence_granularity_is_refused_for_classification():
+    with pytest.raises(ConfigError, match="ea.granularity must be 'item' in classification"):
+        from_dict(
+            ExperimentConfig,
+            {"teacher": {"name": "resnet8x4"}, "ea": {"enabled": True, "granularity": "sequence"}},
+        )

@@ -157,6 +157,11 @@ class ExperimentConfig:
             )
         if self.method.name == "vanilla" and self.ea.enabled:
             raise ValueError("ea.enabled needs a distillation method, not method.name=vanilla")
+        if self.ea.granularity != "item":
+            raise ValueError(
+                "ea.granularity must be 'item' in classification (a weight per sample; "
+                "'sequence' is for token losses)"
+            )
         if self.method.name == "mld" and self.data.augment != "mld":
             raise ValueError("method mld trains on weak and strong views: set data.augment=mld")
         if self.train.epochs < 1:
