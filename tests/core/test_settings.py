@@ -77,16 +77,34 @@ def test_keyword_options_apply_over_the_settings():
         ("dkd", 1000, True, (math.log(1000), 3.0, "standardized")),
         ("mld", 100, True, (math.log(100), 3.0, "raw")),
         ("reviewkd", 1000, False, (math.log(100), 2.5, "raw")),
-        ("ctkd", 100, False, (None, 2.5, "raw")),
+        # methods the released code does not cover: the paper's values, written out
+        ("ctkd", 100, False, (math.log(100), 2.5, "raw")),
     ],
 )
 def test_official_preset_per_method(method, classes, standardized, expected):
     ea = EASettings(enabled=True, temperature=2.5, preset="official")
     resolved = ea.resolve(method, classes, standardized)
-    assert (resolved.max_entropy, resolved.temperature, resolved.weight_logits) == expected
+    assert (resolved.temperature, resolved.weight_logits) == expected[1:]
+    assert resolved.max_entropy == pytest.approx(expected[0])
     assert resolved.resolve(method, classes, standardized) == resolved  # idempotent
-    paper = ea.replace(preset="paper")
-    assert paper.resolve(method, classes, standardized) == paper
+    paper = ea.replace(preset="paper").resolve(method, classes, standardized)
+    assert paper == ea.replace(preset="paper", max_entropy=math.log(classes))
+
+
+@pytest.mark.parametrize("kind", ["base", "interact", "student", "inverse_teacher", "none"])
+def test_official_preset_leaves_the_ablation_kinds_alone(kind):
+    """The released code has only the EA weight: the ablations keep the paper's H_ub and T'."""
+    ea = EASettings(enabled=True, kind=kind, temperature=2.0, preset="official")
+    for method in ("kd", "dkd", "mld"):
+        resolved = ea.resolve(method, 100)
+        assert resolved.max_entropy == pytest.approx(math.log(100))
+        assert resolved.temperature == 2.0
+
+
+def test_resolve_writes_the_class_count_bound_out():
+    assert EASettings().resolve(None, 50).max_entropy == pytest.approx(math.log(50))
+    assert EASettings(max_entropy=7.0).resolve("kd", 50).max_entropy == 7.0
+    assert EASettings().resolve("kd").max_entropy is None  # no class count: left to the loss
 
 
 def test_sequence_and_segment_means_agree():

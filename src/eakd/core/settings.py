@@ -118,10 +118,12 @@ class EASettings:
     def resolve(
         self, method: str | None = None, num_classes: int | None = None, standardized: bool = False
     ) -> EASettings:
-        """The settings with the preset applied, as explicit values.
+        """The settings with the preset applied, as explicit values: what a run weighs with and
+        what its ``results.json`` records.
 
-        ``paper`` changes nothing. ``official`` reproduces the released EA-KD code (its items
-        1-5 of the known deviations), per distillation ``method``:
+        With ``num_classes``, ``max_entropy`` is written out (``log C`` unless set). ``paper``
+        changes nothing else. ``official`` reproduces the released EA-KD code (its items 1-5 of
+        the known deviations) for the weight it has, ``kind="ea"``, per distillation ``method``:
 
         * ``kd``, ``dkd``: ``H_ub = 100`` below 1000 classes, ``log 1000`` on ImageNet;
         * ``mld``, ``reviewkd``: ``H_ub = log 100`` (hard-coded there);
@@ -129,24 +131,25 @@ class EASettings:
         * ``dkd`` with logit standardisation (``standardized``): entropies from z-scored
           logits; every other method weighs from raw logits.
 
-        Methods the released code does not cover keep their values. Resolving twice gives the
-        same settings.
+        The ablation kinds (Tables 1 and 9) and the methods the released code does not cover
+        keep the paper's values. Resolving twice gives the same settings.
         """
-        if self.preset != "official":
-            return self
         changes: dict[str, Any] = {}
-        if method in ("kd", "dkd"):
-            if num_classes is None:
-                raise ValueError("ea.preset=official for kd/dkd needs the class count")
-            changes["max_entropy"] = math.log(1000.0) if num_classes >= 1000 else 100.0
-        if method in ("mld", "reviewkd"):
-            changes["max_entropy"] = math.log(100.0)
-        if method in ("dkd", "mld"):
-            changes["temperature"] = 3.0
-        if method is not None:
-            official_std = method == "dkd" and standardized
-            changes["weight_logits"] = "standardized" if official_std else "raw"
-        return self.replace(**changes)
+        if self.preset == "official" and self.kind == "ea":
+            if method in ("kd", "dkd"):
+                if num_classes is None:
+                    raise ValueError("ea.preset=official for kd/dkd needs the class count")
+                changes["max_entropy"] = math.log(1000.0) if num_classes >= 1000 else 100.0
+            if method in ("mld", "reviewkd"):
+                changes["max_entropy"] = math.log(100.0)
+            if method in ("dkd", "mld"):
+                changes["temperature"] = 3.0
+            if method is not None:
+                official_std = method == "dkd" and standardized
+                changes["weight_logits"] = "standardized" if official_std else "raw"
+        if num_classes is not None and changes.get("max_entropy", self.max_entropy) is None:
+            changes["max_entropy"] = math.log(num_classes)
+        return self.replace(**changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as a run's ``results.json`` stores it."""

@@ -142,7 +142,7 @@ def test_official_preset():
     mld = EASettings(preset="official").resolve("mld", 200)
     assert mld.max_entropy == pytest.approx(math.log(100))
     paper = EASettings().resolve("kd", 100)
-    assert paper.max_entropy is None
+    assert paper.max_entropy == pytest.approx(math.log(100))  # log C, written out
 
 
 def test_learning_rate_schedules():
