@@ -3,6 +3,7 @@
 From the command line::
 
     eakd analyze runs/demo            # every figure + report.md for the runs below runs/demo
+    eakd analyze runs/ea_kd --checkpoint 120   # the forward passes on the epoch-120 snapshot
     eakd ablate configs/...yaml       # Tables 1, 8 and 9 as sweeps
 
 From Python::
@@ -25,11 +26,13 @@ from .ablation import (
     run_ablation,
 )
 from .analyze import (
+    EPOCH_FIGURES,
     FIGURES,
     AnalysisOptions,
     AnalysisReport,
     FigureResult,
     analyze,
+    checkpoint_name,
     write_demo_figures,
 )
 from .landscape import filter_normalized_direction, loss_surface, mean_loss
@@ -48,6 +51,7 @@ from .runs import Group, Run, find_runs, group_runs
 __all__ = [
     "ABLATION_KINDS",
     "ABLATION_TEMPERATURES",
+    "EPOCH_FIGURES",
     "FIGURES",
     "AblationResult",
     "AnalysisOptions",
@@ -59,6 +63,7 @@ __all__ = [
     "analyze",
     "area_below",
     "calinski_harabasz",
+    "checkpoint_name",
     "entropy_segments",
     "filter_normalized_direction",
     "find_runs",

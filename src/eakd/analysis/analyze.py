@@ -4,13 +4,16 @@ Markdown report with the numbers behind each figure.
 Runs are found below the given paths (run directories, ``eakd sweep`` outputs, the demo's
 output). Runs of one sweep variant (``<variant>/seed<k>``) form a group shown under one label;
 figures that show one model per method use each group's lowest seed, figures built from logs
-(loss shares, time, sensitivity) pool or average all seeds.
+(loss shares, time, sensitivity) pool or average all seeds. Runs that kept per-epoch snapshots
+(``log.save_epochs``) also get the loss landscape, its Area@level and the t-SNE at each saved
+epoch (:data:`EPOCH_FIGURES`, drawn with ``landscape`` and ``tsne``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +24,7 @@ import torch
 
 from .._atomic import atomic_open
 from ..core import DEFAULT_ENTROPY_TEMPERATURE
+from ..engines.classification.train import snapshot_name
 from .forward import Outputs, build_student, collect_outputs, data_key, find_teacher, split_loader
 from .metrics import (
     accuracy_by_segment,
@@ -34,6 +38,7 @@ from .metrics import (
 from .runs import LAYOUT, Group, Run, find_runs, group_runs, lookup
 
 __all__ = [
+    "EPOCH_FIGURES",
     "FIGURES",
     "AnalysisOptions",
     "AnalysisReport",
@@ -53,6 +58,30 @@ FIGURES: dict[str, tuple[str, str]] = {
     "landscape": ("landscape.png", "loss landscapes on a 2-D slice, Area@level (Figs. 7, B2)"),
 }
 
+#: The figures of the runs' per-epoch snapshots (``log.save_epochs``), each drawn after the
+#: figure it follows (``landscape``, ``tsne``) when a run has snapshots; ``--figures`` takes
+#: their names too (then a run without snapshots is an error, or a skip in the report).
+EPOCH_FIGURES: dict[str, tuple[str, str]] = {
+    "landscape_epochs": (
+        "landscape_epochs.png",
+        "loss landscapes of the students at their saved epochs (Figs. 7, B2)",
+    ),
+    "area_epochs": (
+        "area_epochs.png",
+        "Area@level of the students' landscapes over epochs, and the teacher's minus it "
+        "(Figs. 7, B2, lower right)",
+    ),
+    "tsne_epochs": (
+        "tsne_epochs.png",
+        "t-SNE of the students' pooled features at their saved epochs (Fig. B1b)",
+    ),
+}
+
+#: Figure -> the per-epoch figures drawn after it when a run has snapshots.
+_FOLLOWERS = {"landscape": ("landscape_epochs", "area_epochs"), "tsne": ("tsne_epochs",)}
+
+_ALL_FIGURES = {**FIGURES, **EPOCH_FIGURES}
+
 #: EA-KD's Area@1.6 on CIFAR-100 as a fraction of the chance-level loss log(100).
 PAPER_LEVEL_FRACTION = 1.6 / math.log(100.0)
 
@@ -63,7 +92,9 @@ class AnalysisOptions:
 
     Attributes:
         teacher: teacher checkpoint (default: the runs' ``teacher.checkpoint``).
-        checkpoint: which student weights the forward passes use: ``last`` or ``best``.
+        checkpoint: which student weights the forward passes use: ``last``, ``best`` or a
+            snapshot of ``log.save_epochs`` by its epoch (``40``, ``"epoch0040"``; stored as
+            ``"epoch0040"``). The per-epoch figures use every snapshot whatever this is.
         parts: entropy quantiles of the loss-share figure (4: quartiles, as in the paper).
         segments: equal-count entropy segments of the accuracy figure.
         top_fraction: share of samples highlighted in the box and t-SNE figures (0.1).
@@ -75,13 +106,14 @@ class AnalysisOptions:
         landscape_samples: training samples (test-time transform) the landscape loss uses.
         landscape_level: level of Area@level; ``None``: EA-KD's 1.6 scaled to ``log C``
             (``1.6 / log 100 * log C``), or the pooled 25th percentile if no surface reaches it.
-        max_epochs: most epochs shown in the box plots and the report tables.
+        max_epochs: most epochs shown in the box plots, the report tables and the per-epoch
+            figures (evenly spread snapshots, the first and the last included).
         device: where forward passes run (``auto``: CUDA, then MPS, then CPU).
         seed: seeds the t-SNE, the sample subsets and the landscape directions.
     """
 
     teacher: str | None = None
-    checkpoint: str = "last"
+    checkpoint: str | int = "last"
     parts: int = 4
     segments: int = 5
     top_fraction: float = 0.1
@@ -98,8 +130,7 @@ class AnalysisOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.checkpoint not in ("last", "best"):
-            raise ValueError(f"checkpoint must be 'last' or 'best', got {self.checkpoint!r}")
+        self.checkpoint = checkpoint_name(self.checkpoint)
         if self.metric not in ("last", "best"):
             raise ValueError(f"metric must be 'last' or 'best', got {self.metric!r}")
         if not 0 < self.top_fraction <= 1:
@@ -113,14 +144,35 @@ class AnalysisOptions:
             raise ValueError("landscape_grid must be >= 2 and landscape_range > 0")
 
 
+def checkpoint_name(which: str | int) -> str:
+    """``last``, ``best``, or the checkpoint name of a snapshot from its epoch: ``40``,
+    ``"40"``, ``"epoch40"`` and ``"epoch0040"`` all give ``"epoch0040"``."""
+    epoch = None
+    if isinstance(which, int) and not isinstance(which, bool):
+        epoch = which
+    elif isinstance(which, str):
+        if which in ("last", "best"):
+            return which
+        m = re.fullmatch(r"(?:epoch)?(\d+)", which.strip())
+        epoch = int(m[1]) if m is not None else None
+    if epoch is None or epoch < 1:
+        raise ValueError(
+            "checkpoint must be 'last', 'best' or the epoch of a snapshot (log.save_epochs), "
+            f"e.g. 40 or epoch0040; got {which!r}"
+        )
+    return snapshot_name(epoch)
+
+
 @dataclass
 class FigureResult:
-    """One figure: its file (``None`` when skipped), its report section, or why it was skipped."""
+    """One figure: its file (``None`` when skipped), its report section, or why it was skipped.
+    ``data`` holds the numbers of the per-epoch figures (see :data:`EPOCH_FIGURES`)."""
 
     name: str
     path: Path | None
     markdown: str = ""
     skipped: str | None = None
+    data: dict[str, Any] | None = None
 
 
 @dataclass
@@ -154,9 +206,10 @@ def analyze(
     Args:
         paths: run directories, sweep directories (``<variant>/seed<k>/``) or folders of them.
         out_dir: where the PNGs and ``report.md`` go (default: ``<paths[0]>/analysis``).
-        figures: names from :data:`FIGURES` (default: all). A figure the runs cannot support
-            (no parameter sweep, no teacher checkpoint, ...) is skipped with the reason in the
-            report.
+        figures: names from :data:`FIGURES` (default: all) or :data:`EPOCH_FIGURES`. A figure
+            the runs cannot support (no parameter sweep, no teacher checkpoint, ...) is
+            skipped with the reason in the report. ``landscape`` and ``tsne`` are followed by
+            their per-epoch figures when a run kept snapshots (and by nothing otherwise).
         options: :class:`AnalysisOptions`; keyword arguments override its fields.
         progress: called with a line per figure (e.g. ``print``).
         strict: raise ``ValueError`` for a figure that cannot be drawn instead of skipping it;
@@ -177,9 +230,13 @@ def analyze(
     opts = AnalysisOptions(**{**{k: getattr(base, k) for k in valid}, **kwargs})
     explicit = figures is not None if strict is None else strict
     names = list(FIGURES) if figures is None else list(dict.fromkeys(figures))
-    bad = [n for n in names if n not in FIGURES]
+    bad = [n for n in names if n not in _ALL_FIGURES]
     if bad:
-        raise ValueError(f"unknown figure(s) {bad}; choose from {', '.join(FIGURES)}")
+        raise ValueError(f"unknown figure(s) {bad}; choose from {', '.join(_ALL_FIGURES)}")
+    plan = []  # (figure, drawn only when a run has snapshots)
+    for n in names:
+        plan.append((n, False))
+        plan += [(f, True) for f in _FOLLOWERS.get(n, ()) if f not in names]
 
     from .plots import require_matplotlib
 
@@ -190,16 +247,18 @@ def analyze(
     ctx = _Context(runs, opts, out)
     say = progress or (lambda _msg: None)
     results = []
-    for name in names:
-        file_name, what = FIGURES[name]
+    for name, needs_snapshots in plan:
+        if needs_snapshots and not ctx.snapshot_groups(ctx.students()):
+            continue
+        file_name, what = _ALL_FIGURES[name]
         try:
             if not ctx.groups:
                 raise SkipFigure(
                     "the figures read what classification runs record; these runs are "
                     + ", ".join(sorted({r.engine for r in ctx.others}))
                 )
-            path, markdown = _DRAW[name](ctx, out / file_name)
-            results.append(FigureResult(name, path, markdown))
+            path, markdown, *data = _DRAW[name](ctx, out / file_name)
+            results.append(FigureResult(name, path, markdown, data=data[0] if data else None))
             say(f"wrote {path} ({what})")
         except SkipFigure as exc:
             if explicit:
@@ -272,6 +331,9 @@ class _Context:
         self.device = resolve_device(opts.device)
         self.colors = _colors(self.groups)
         self._outputs: dict[tuple[str, str], Outputs] = {}
+        self._surfaces: dict[tuple[str, str], np.ndarray] = {}
+        self._batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._epoch_landscapes: _EpochLandscapes | None = None
         self._teacher: Any = None
         self._teacher_error: str | None = None
         distilled = [g for g in self.groups if g.method != "vanilla"]
@@ -313,12 +375,92 @@ class _Context:
             self._outputs[k] = collect_outputs(model, split_loader(self.main), self.device)
         return self._outputs[k]
 
-    def student_outputs(self, run: Run) -> Outputs:
-        k = (str(run.path), self.opts.checkpoint)
+    def student_outputs(self, run: Run, which: str | None = None) -> Outputs:
+        """Test-set outputs of ``run``'s checkpoint ``which`` (default: ``--checkpoint``)."""
+        k = (str(run.path), which or self.opts.checkpoint)
         if k not in self._outputs:
-            model = build_student(run, self.opts.checkpoint)
+            model = build_student(run, k[1])
             self._outputs[k] = collect_outputs(model, split_loader(run), self.device)
         return self._outputs[k]
+
+    def snapshot_groups(self, groups: list[Group]) -> list[tuple[Group, list[int]]]:
+        """The groups whose representative kept snapshots, with the epochs shown (at most
+        ``max_epochs``, evenly spread)."""
+        out = []
+        for g in groups:
+            epochs = list(g.representative.snapshots())
+            if epochs:
+                out.append((g, _epochs_subset(epochs, self.opts.max_epochs)))
+        return out
+
+    # -- loss landscapes ------------------------------------------------------------------
+    @property
+    def landscape_xs(self) -> np.ndarray:
+        r = self.opts.landscape_range
+        return np.linspace(-r, r, self.opts.landscape_grid)
+
+    def landscape_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self._batches is None:
+            self._batches = _landscape_batches(self)
+        return self._batches
+
+    def surface(self, key: tuple[str, str], build: Callable[[], Any]) -> np.ndarray:
+        """The loss surface of the model ``build()`` on the landscape grid, cached by ``key``.
+        Every model gets directions drawn from the same two seeds (``seed``, ``seed + 1``),
+        filter-normalised to its own weights."""
+        from .landscape import filter_normalized_direction, loss_surface
+
+        if key not in self._surfaces:
+            model = build()
+            gen1 = torch.Generator().manual_seed(self.opts.seed)
+            gen2 = torch.Generator().manual_seed(self.opts.seed + 1)
+            dirs = (
+                filter_normalized_direction(model, gen1),
+                filter_normalized_direction(model, gen2),
+            )
+            self._surfaces[key] = loss_surface(
+                model, self.landscape_batches(), dirs, self.landscape_xs
+            )
+        return self._surfaces[key]
+
+    def teacher_surface(self) -> np.ndarray | None:
+        teacher = self.teacher_model()
+        return None if teacher is None else self.surface(("teacher", ""), lambda: teacher)
+
+    def student_surface(self, run: Run, which: str) -> np.ndarray:
+        return self.surface(
+            (str(run.path), which), lambda: build_student(run, which).to(self.device)
+        )
+
+    def area_level(self, surfaces: Sequence[np.ndarray]) -> tuple[float, str]:
+        """The level of Area@level and how it was chosen: ``landscape_level`` if given, else
+        EA-KD's 1.6 scaled to ``log C``, else (no surface reaches that) the pooled 25th
+        percentile of ``surfaces``."""
+        log_c = math.log(self.main.num_classes)
+        level, how = self.opts.landscape_level, "given"
+        if level is None:
+            level, how = PAPER_LEVEL_FRACTION * log_c, "EA-KD's 1.6 at log 100, scaled to log C"
+            if all(s.min() >= level for s in surfaces):
+                level = float(np.percentile(np.concatenate([s.ravel() for s in surfaces]), 25))
+                how = "25th percentile of all surfaces (no surface reaches 1.6 / log 100 * log C)"
+        return level, how
+
+    def epoch_landscapes(self) -> _EpochLandscapes:
+        """The surfaces of every shown snapshot (and the teacher's), with one Area level."""
+        if self._epoch_landscapes is None:
+            chosen = self.snapshot_groups(self.students(distilled_only=True))
+            chosen = chosen or self.snapshot_groups(self.students())
+            if not chosen:
+                raise SkipFigure(_NO_SNAPSHOTS)
+            by_group = [
+                (g, {e: self.student_surface(g.representative, snapshot_name(e)) for e in epochs})
+                for g, epochs in chosen
+            ]
+            teacher = self.teacher_surface()
+            pooled = [s for _, by_epoch in by_group for s in by_epoch.values()]
+            level, how = self.area_level(pooled + ([] if teacher is None else [teacher]))
+            self._epoch_landscapes = _EpochLandscapes(by_group, teacher, level, how)
+        return self._epoch_landscapes
 
     def teacher_entropy(self, run: Run | None = None) -> np.ndarray | None:
         """Test-set H_T at ``run``'s T' (default: the main run's): recorded by the engine, else
@@ -330,6 +472,20 @@ class _Context:
         t = self.teacher_outputs()
         temperature = run.ea_settings.temperature if run.method != "vanilla" else self.temperature
         return None if t is None else t.entropy(temperature).numpy().astype(np.float64)
+
+
+@dataclass
+class _EpochLandscapes:
+    groups: list[tuple[Group, dict[int, np.ndarray]]]  # surfaces by epoch, per student group
+    teacher: np.ndarray | None
+    level: float
+    how: str
+
+
+_NO_SNAPSHOTS = (
+    "no run kept per-epoch snapshots (checkpoints/epochNNNN.pt): train with log.save_epochs "
+    "listing the epochs, e.g. [40, 120, 240]"
+)
 
 
 def _colors(groups: list[Group]) -> dict[str, Any]:
@@ -582,63 +738,24 @@ def _entropy_boxes(ctx: _Context, path: Path):
 # ----------------------------------------------------------------------------------------------
 # Figures 2b / 6 / B3
 def _tsne(ctx: _Context, path: Path):
-    from .plots import TsnePanel, plot_tsne
+    from .plots import plot_tsne
 
-    try:
-        from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise SkipFigure("t-SNE needs scikit-learn: pip install 'eakd[analysis]'") from None
+    _require_tsne()
     opts = ctx.opts
     groups = ctx.students()
-    first = ctx.student_outputs(groups[0].representative)
-    targets = first.targets.numpy()
-    classes = np.unique(targets)[: opts.tsne_classes]
-    pool = np.flatnonzero(np.isin(targets, classes))
-    rng = np.random.default_rng(opts.seed)
-    subset = np.sort(rng.choice(pool, size=min(opts.tsne_points, pool.size), replace=False))
-    labels = targets[subset]
+    subset, labels, classes = _tsne_subset(ctx, groups)
     models: list[tuple[str, Outputs, str, np.ndarray | None]] = []
     teacher = ctx.teacher_outputs()
     if teacher is not None:
         models.append(("teacher", teacher, "$H_T$", teacher.entropy(ctx.temperature).numpy()))
     for g in groups:
-        run = g.representative
-        out = ctx.student_outputs(run)
-        hs = out.entropy(ctx.temperature).numpy()
-        ht_run = ctx.teacher_entropy(run) if run.ea else None
-        if ht_run is not None:
-            from ..core import weights_from_entropies
-
-            ea = run.ea_settings
-            hs_w = out.entropy(ea.temperature).double()
-            h_ub = ea.max_entropy_for(run.num_classes)
-            w = weights_from_entropies(hs_w, torch.from_numpy(ht_run), h_ub, ea.kind).numpy()
-            crit = "$w_{EA}$" if ea.kind == "ea" else f"$w$ ({ea.kind})"
-            models.append((g.label, out, crit, w))
-        else:
-            models.append((g.label, out, "$H_S$", hs))
+        out = ctx.student_outputs(g.representative)
+        models.append((g.label, out, *_highlight_score(ctx, g.representative, out)))
     panels, rows, notes = [], [], []
-    perplexity = float(min(30.0, max(2.0, (subset.size - 1) / 3.0)))
     for label, out, crit, score in models:
-        if out.features is not None:
-            feats = out.features.numpy()[subset]
-        else:
-            feats = out.logits.numpy()[subset]
-            notes.append(f"{label} returns no pooled features: its logits are shown")
-        tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=opts.seed)
-        # One OpenMP thread: with torch's OpenMP runtime loaded as well, scikit-learn's
-        # multi-threaded Barnes-Hut gradient can run ten times slower than single-threaded.
-        with threadpool_limits(1):
-            emb = tsne.fit_transform(feats.astype(np.float32))
-        highlight = top_fraction(score[subset], opts.top_fraction)
-        ch_map = calinski_harabasz(emb, labels)
-        ch_feat = calinski_harabasz(feats, labels)
-        pct = f"{100 * opts.top_fraction:g}"
-        title = f"{label}: top {pct} % {crit} ▲"
-        panels.append(TsnePanel(title, emb, labels, highlight, crit, ch_map))
-        plain = crit.replace("$", "").replace("{EA}", "EA")
-        rows.append([label, f"top {pct} % {plain}", ch_map, ch_feat, feats.shape[1]])
+        panel, row = _tsne_panel(label, out, crit, score, subset, labels, opts, notes)
+        panels.append(panel)
+        rows.append(row)
     note = (
         f"{subset.size} test samples of {classes.size} classes; CH index with the true classes "
         "on the 2-D t-SNE map (as on the panels) and on the pooled features (whose widths "
@@ -649,6 +766,132 @@ def _tsne(ctx: _Context, path: Path):
     header = ["model", "highlighted", "CH index (t-SNE map)", "CH index (features)", "feature dim"]
     md = note + "\n\n" + _table(header, rows)
     return out_path, md
+
+
+def _tsne_epochs(ctx: _Context, path: Path):
+    from .plots import TsnePanel, plot_tsne
+
+    _require_tsne()
+    opts = ctx.opts
+    chosen = ctx.snapshot_groups(ctx.students())
+    if not chosen:
+        raise SkipFigure(_NO_SNAPSHOTS)
+    subset, labels, classes = _tsne_subset(ctx, ctx.students())
+    epochs = sorted({e for _, shown in chosen for e in shown})
+    panels: list[TsnePanel | None] = []
+    rows, notes = [], []
+    ch: dict[str, dict[int, float]] = {}
+    for g, shown in chosen:
+        run = g.representative
+        for e in epochs:
+            if e not in shown:
+                panels.append(None)
+                continue
+            out = ctx.student_outputs(run, snapshot_name(e))
+            crit, score = _highlight_score(ctx, run, out)
+            label = f"{g.label}, epoch {e}"
+            panel, row = _tsne_panel(label, out, crit, score, subset, labels, opts, notes)
+            panels.append(panel)
+            rows.append([g.label, e, *row[1:]])
+            ch.setdefault(g.label, {})[e] = float(panel.ch)
+    note = (
+        f"{subset.size} test samples of {classes.size} classes (those of the t-SNE figure); "
+        f"one row per student ({_shown_epochs(chosen, ctx)} of its lowest seed), the samples "
+        "highlighted by that epoch's own student entropy or EA weight; CH index with the true "
+        "classes on the 2-D t-SNE map and on the pooled features."
+        + (" " + "; ".join(dict.fromkeys(notes)) + "." if notes else "")
+    )
+    title = (
+        "t-SNE of the students' pooled features across training epochs (test set); "
+        "high-entropy / high-weight samples as ▲"
+    )
+    out_path = plot_tsne(
+        panels,
+        path,
+        _class_names(ctx.main),
+        note=note,
+        top_fraction=opts.top_fraction,
+        ncols=len(epochs),
+        title=title,
+    )
+    header = [
+        "model",
+        "epoch",
+        "highlighted",
+        "CH index (t-SNE map)",
+        "CH index (features)",
+        "feature dim",
+    ]
+    md = note + "\n\n" + _table(header, rows)
+    return out_path, md, {"ch_index": ch}
+
+
+def _require_tsne() -> None:
+    try:
+        import sklearn.manifold  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise SkipFigure("t-SNE needs scikit-learn: pip install 'eakd[analysis]'") from None
+
+
+def _tsne_subset(ctx: _Context, groups: list[Group]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test samples every t-SNE panel shows: at most ``tsne_points`` of the first
+    ``tsne_classes`` classes, drawn with ``seed``; returns their indices, classes and the
+    classes shown."""
+    opts = ctx.opts
+    first = ctx.student_outputs(groups[0].representative)
+    targets = first.targets.numpy()
+    classes = np.unique(targets)[: opts.tsne_classes]
+    pool = np.flatnonzero(np.isin(targets, classes))
+    rng = np.random.default_rng(opts.seed)
+    subset = np.sort(rng.choice(pool, size=min(opts.tsne_points, pool.size), replace=False))
+    return subset, targets[subset], classes
+
+
+def _highlight_score(ctx: _Context, run: Run, out: Outputs) -> tuple[str, np.ndarray]:
+    """What a student's t-SNE panel highlights: its EA weights ``w`` from its own entropies
+    and the teacher's for an EA run, else its entropy ``H_S`` at T'."""
+    hs = out.entropy(ctx.temperature).numpy()
+    ht_run = ctx.teacher_entropy(run) if run.ea else None
+    if ht_run is None:
+        return "$H_S$", hs
+    from ..core import weights_from_entropies
+
+    ea = run.ea_settings
+    hs_w = out.entropy(ea.temperature).double()
+    h_ub = ea.max_entropy_for(run.num_classes)
+    w = weights_from_entropies(hs_w, torch.from_numpy(ht_run), h_ub, ea.kind).numpy()
+    return ("$w_{EA}$" if ea.kind == "ea" else f"$w$ ({ea.kind})"), w
+
+
+def _tsne_panel(label, out, crit, score, subset, labels, opts, notes):
+    """One model's t-SNE panel and its report row (``notes`` collects what the note says)."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    from .plots import TsnePanel
+
+    perplexity = float(min(30.0, max(2.0, (subset.size - 1) / 3.0)))
+    if out.features is not None:
+        feats = out.features.numpy()[subset]
+    else:
+        feats = out.logits.numpy()[subset]
+        notes.append(f"{label} returns no pooled features: its logits are shown")
+    tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=opts.seed)
+    # One OpenMP thread: with torch's OpenMP runtime loaded as well, scikit-learn's
+    # multi-threaded Barnes-Hut gradient can run ten times slower than single-threaded.
+    with threadpool_limits(1):
+        emb = tsne.fit_transform(feats.astype(np.float32))
+    highlight = top_fraction(score[subset], opts.top_fraction)
+    ch_map = calinski_harabasz(emb, labels)
+    ch_feat = calinski_harabasz(feats, labels)
+    pct = f"{100 * opts.top_fraction:g}"
+    title = f"{label}: top {pct} % {crit} ▲"
+    plain = crit.replace("$", "").replace("{EA}", "EA")
+    return (
+        TsnePanel(title, emb, labels, highlight, crit, ch_map),
+        [label, f"top {pct} % {plain}", ch_map, ch_feat, feats.shape[1]],
+    )
 
 
 def _class_names(run: Run) -> list[str] | None:
@@ -859,32 +1102,19 @@ def _sensitivity(ctx: _Context, path: Path):
 # ----------------------------------------------------------------------------------------------
 # Figures 7 / B2
 def _landscape(ctx: _Context, path: Path):
-    from .landscape import filter_normalized_direction, loss_surface
     from .plots import LandscapePanel, plot_landscapes
 
     opts = ctx.opts
     groups = ctx.students(distilled_only=True) or ctx.students()
-    batches = _landscape_batches(ctx)
-    xs = np.linspace(-opts.landscape_range, opts.landscape_range, opts.landscape_grid)
-    models = []
-    teacher = ctx.teacher_model()
-    if teacher is not None:
-        models.append(("teacher", teacher))
-    for g in groups:
-        models.append((g.label, build_student(g.representative, opts.checkpoint).to(ctx.device)))
+    batches = ctx.landscape_batches()
+    xs = ctx.landscape_xs
     surfaces = []
-    for label, model in models:
-        gen1 = torch.Generator().manual_seed(opts.seed)
-        gen2 = torch.Generator().manual_seed(opts.seed + 1)
-        dirs = (filter_normalized_direction(model, gen1), filter_normalized_direction(model, gen2))
-        surfaces.append((label, loss_surface(model, batches, dirs, xs)))
-    log_c = math.log(ctx.main.num_classes)
-    level, how = opts.landscape_level, "given"
-    if level is None:
-        level, how = PAPER_LEVEL_FRACTION * log_c, "EA-KD's 1.6 at log 100, scaled to log C"
-        if all(s.min() >= level for _, s in surfaces):
-            level = float(np.percentile(np.concatenate([s.ravel() for _, s in surfaces]), 25))
-            how = "25th percentile of all surfaces (no surface reaches 1.6 / log 100 * log C)"
+    teacher = ctx.teacher_surface()
+    if teacher is not None:
+        surfaces.append(("teacher", teacher))
+    for g in groups:
+        surfaces.append((g.label, ctx.student_surface(g.representative, opts.checkpoint)))
+    level, how = ctx.area_level([s for _, s in surfaces])
     panels, rows = [], []
     centre = opts.landscape_grid // 2 if opts.landscape_grid % 2 else None
     areas = {}
@@ -914,6 +1144,113 @@ def _landscape(ctx: _Context, path: Path):
     return out, md
 
 
+def _landscape_note(ctx: _Context, level: float, how: str, what: str) -> str:
+    opts = ctx.opts
+    n = sum(len(b[1]) for b in ctx.landscape_batches())
+    return (
+        f"Mean cross-entropy on {n} training samples (test-time transform) over a "
+        f"{opts.landscape_grid}x{opts.landscape_grid} grid in [-{opts.landscape_range:g}, "
+        f"{opts.landscape_range:g}]^2 of two filter-normalised random directions (Li et al. "
+        f"2018; biases and norm layers fixed); {what}; Area@{level:.3g} ({how}) in squared "
+        "direction units."
+    )
+
+
+def _shown_epochs(chosen: Sequence[tuple[Group, Sequence[int]]], ctx: _Context) -> str:
+    """How the shown snapshots were chosen, for the notes."""
+    saved = {len(g.representative.snapshots()) for g, _ in chosen}
+    if max(saved) <= ctx.opts.max_epochs:
+        return "every saved snapshot"
+    return f"at most {ctx.opts.max_epochs} snapshots per student, evenly spread (--max-epochs)"
+
+
+def _landscape_epochs(ctx: _Context, path: Path):
+    from .plots import LandscapePanel, plot_landscapes
+
+    land = ctx.epoch_landscapes()
+    xs = ctx.landscape_xs
+    epochs = sorted({e for _, by_epoch in land.groups for e in by_epoch})
+    panels: list[LandscapePanel | None] = []
+    rows = []
+    centre = ctx.opts.landscape_grid // 2 if ctx.opts.landscape_grid % 2 else None
+    for g, by_epoch in land.groups:
+        for e in epochs:
+            s = by_epoch.get(e)
+            if s is None:
+                panels.append(None)
+                continue
+            area = area_below(s, land.level, xs, xs)
+            panels.append(LandscapePanel(f"{g.label}, epoch {e}", xs, xs, s, land.level, area))
+            origin = float(s[centre, centre]) if centre is not None else math.nan
+            rows.append([g.label, e, origin, float(s.mean()), float(s.var()), f"{area:.4g}"])
+    chosen = [(g, list(by_epoch)) for g, by_epoch in land.groups]
+    note = _landscape_note(
+        ctx,
+        land.level,
+        land.how,
+        f"one row per student ({_shown_epochs(chosen, ctx)} of its lowest seed), the same two "
+        "seeded directions at every epoch",
+    )
+    title = (
+        "Loss landscapes of the students across training epochs (+: the weights of that "
+        "epoch); red: loss = level of Area@level"
+    )
+    out = plot_landscapes(panels, path, note=note, max_cols=len(epochs), title=title)
+    header = ["model", "epoch", "loss at origin", "mean", "variance", f"Area@{land.level:.3g}"]
+    md = note + "\n\n" + _table(header, rows)
+    data = {
+        "level": land.level,
+        "surfaces": {g.label: dict(by_epoch) for g, by_epoch in land.groups},
+    }
+    return out, md, data
+
+
+def _area_epochs(ctx: _Context, path: Path):
+    from .plots import AreaSeries, plot_area_epochs
+
+    land = ctx.epoch_landscapes()
+    xs = ctx.landscape_xs
+    series = [
+        AreaSeries(
+            g.label,
+            list(by_epoch),
+            [area_below(s, land.level, xs, xs) for s in by_epoch.values()],
+        )
+        for g, by_epoch in land.groups
+    ]
+    teacher = None if land.teacher is None else area_below(land.teacher, land.level, xs, xs)
+    chosen = [(g, list(by_epoch)) for g, by_epoch in land.groups]
+    note = _landscape_note(
+        ctx,
+        land.level,
+        land.how,
+        f"{_shown_epochs(chosen, ctx)} of each student's lowest seed; the teacher's "
+        + ("surface is that of its checkpoint" if teacher is not None else "is not known")
+        + (f" (--teacher: {ctx._teacher_error})" if teacher is None and ctx._teacher_error else ""),
+    )
+    out = plot_area_epochs(series, path, land.level, ctx.colors, teacher, note=note)
+    epochs = sorted({e for s in series for e in s.epochs})
+    header = ["epoch", *[f"{s.label} Area" for s in series]]
+    if teacher is not None:
+        header += [f"teacher - {s.label}" for s in series]
+    rows = []
+    for e in epochs:
+        area = [dict(zip(s.epochs, s.areas, strict=True)).get(e) for s in series]
+        row: list[Any] = ["-" if a is None else f"{a:.4g}" for a in area]
+        if teacher is not None:
+            row += ["-" if a is None else f"{teacher - a:+.4g}" for a in area]
+        rows.append([e, *row])
+    md = note + "\n\n" + _table(header, rows)
+    if teacher is not None:
+        md += f"\n\nTeacher Area@{land.level:.3g}: {teacher:.4g}."
+    data = {
+        "level": land.level,
+        "teacher": teacher,
+        "area": {s.label: dict(zip(s.epochs, s.areas, strict=True)) for s in series},
+    }
+    return out, md, data
+
+
 def _landscape_batches(ctx: _Context) -> list[tuple[torch.Tensor, torch.Tensor]]:
     from .forward import split_dataset
 
@@ -937,6 +1274,9 @@ _DRAW = {
     "time": _time,
     "sensitivity": _sensitivity,
     "landscape": _landscape,
+    "landscape_epochs": _landscape_epochs,
+    "area_epochs": _area_epochs,
+    "tsne_epochs": _tsne_epochs,
 }
 
 
@@ -1003,7 +1343,7 @@ def _report(ctx: _Context, results: list[FigureResult]) -> str:
     elif ctx._teacher_error:
         lines += ["", f"Teacher not rebuilt: {ctx._teacher_error}"]
     for f in results:
-        what = FIGURES[f.name][1]
+        what = _ALL_FIGURES[f.name][1]
         lines += ["", f"## {what[0].upper()}{what[1:]}", ""]
         if f.path is None:
             lines.append(f"Skipped: {f.skipped}")

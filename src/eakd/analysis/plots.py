@@ -19,12 +19,14 @@ import numpy as np
 from .._atomic import atomic_open
 
 __all__ = [
+    "AreaSeries",
     "BoxPanel",
     "LandscapePanel",
     "SensitivitySeries",
     "SharePanel",
     "TimePoint",
     "TsnePanel",
+    "plot_area_epochs",
     "plot_entropy_boxes",
     "plot_landscapes",
     "plot_loss_share",
@@ -297,27 +299,37 @@ class TsnePanel:
 
 
 def plot_tsne(
-    panels: Sequence[TsnePanel],
+    panels: Sequence[TsnePanel | None],
     path,
     class_names: Sequence[str] | None = None,
     note=None,
     top_fraction: float = 0.1,
+    ncols: int | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Scatter of 2-D embeddings coloured by class, highlighted samples as black-edged triangles."""
-    if not panels:
+    """Scatter of 2-D embeddings coloured by class, highlighted samples as black-edged triangles.
+
+    Panels fill rows of ``ncols`` (default: 2 for four panels, else up to 3); a ``None`` panel
+    leaves its place empty (a model without that epoch in a models x epochs grid)."""
+    drawn = [p for p in panels if p is not None]
+    if not drawn:
         raise ValueError("plot_tsne needs at least one model")
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
-    ncols = 2 if len(panels) == 4 else min(len(panels), 3)
+    if ncols is None:
+        ncols = 2 if len(panels) == 4 else min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = _subplots(ncols, nrows, width=4.4, height=4.3)
-    classes = np.unique(np.concatenate([p.labels for p in panels]))
+    classes = np.unique(np.concatenate([p.labels for p in drawn]))
     cmap = colormaps["tab10" if classes.size <= 10 else "tab20"]
     color_of = {c: cmap(k % cmap.N) for k, c in enumerate(classes)}
     for ax in axes.flat[len(panels) :]:
         ax.set_axis_off()
     for ax, panel in zip(axes.flat, panels, strict=False):
+        if panel is None:
+            ax.set_axis_off()
+            continue
         cols = np.array([color_of[c] for c in panel.labels])
         mask = np.zeros(len(panel.labels), dtype=bool)
         mask[panel.highlight] = True
@@ -364,7 +376,9 @@ def plot_tsne(
         )
     )
     fig.legend(handles=handles, loc="outside right center", fontsize=7)
-    fig.suptitle("t-SNE of pooled features (test set); high-entropy / high-weight samples as ▲")
+    fig.suptitle(
+        title or "t-SNE of pooled features (test set); high-entropy / high-weight samples as ▲"
+    )
     _note(fig, note)
     return _save(fig, path)
 
@@ -499,21 +513,34 @@ class LandscapePanel:
     area: float
 
 
-def plot_landscapes(panels: Sequence[LandscapePanel], path, note: str | None = None) -> Path:
-    """Filled contours of each surface on one colour scale, the chosen level in bold."""
-    if not panels:
+def plot_landscapes(
+    panels: Sequence[LandscapePanel | None],
+    path,
+    note: str | None = None,
+    max_cols: int = 3,
+    title: str | None = None,
+) -> Path:
+    """Filled contours of each surface on one colour scale, the chosen level in bold.
+
+    Panels fill rows of at most ``max_cols``; a ``None`` panel leaves its place empty (a model
+    without that epoch in a models x epochs grid)."""
+    drawn = [p for p in panels if p is not None]
+    if not drawn:
         raise ValueError("plot_landscapes needs at least one model")
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-    fig, axes, first = _panel_grid(len(panels), 3, 4.2, 4.1, sharey=True)
-    lo = max(min(float(p.surface.min()) for p in panels), 1e-3)
-    hi = max(float(p.surface.max()) for p in panels)
+    fig, axes, first = _panel_grid(len(panels), max_cols, 4.2, 4.1, sharey=True)
+    lo = max(min(float(p.surface.min()) for p in drawn), 1e-3)
+    hi = max(float(p.surface.max()) for p in drawn)
     hi = max(hi, lo * 1.01)
     levels = np.geomspace(lo, hi, 16)
     norm = LogNorm(lo, hi)
     mappable = None
     for ax, p in zip(axes, panels, strict=True):
+        if p is None:
+            ax.set_axis_off()
+            continue
         s = np.clip(p.surface, lo, hi)
         mappable = ax.contourf(p.xs, p.ys, s, levels=levels, norm=norm, cmap="viridis")
         ax.contour(p.xs, p.ys, s, levels=levels, colors="white", linewidths=0.3, alpha=0.5)
@@ -533,7 +560,61 @@ def plot_landscapes(panels: Sequence[LandscapePanel], path, note: str | None = N
     cbar.ax.yaxis.set_minor_formatter(NullFormatter())
     cbar.set_label("cross-entropy loss (nats, log scale)")
     fig.suptitle(
-        "Loss landscape around the trained weights (+), 2-D slice; red: loss = level of Area@level"
+        title
+        or "Loss landscape around the trained weights (+), 2-D slice; red: loss = level of "
+        "Area@level"
     )
+    _note(fig, note)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Figure 7 (lower right) / B2 (lower right): Area@level over epochs
+@dataclass
+class AreaSeries:
+    label: str
+    epochs: list[int]
+    areas: list[float]  # Area@level of the student's surface at each epoch
+
+
+def plot_area_epochs(
+    series: Sequence[AreaSeries],
+    path,
+    level: float,
+    colors: dict[str, Any],
+    teacher_area: float | None = None,
+    note: str | None = None,
+) -> Path:
+    """Left: each student's Area@level over the epochs of its snapshots (the teacher's as a
+    dashed line). Right, with a teacher: the teacher's Area@level minus the student's, the
+    line of EA-KD's Figures 7 and B2 (closer to 0: a surface closer to the teacher's)."""
+    if not series:
+        raise ValueError("plot_area_epochs needs at least one student with snapshots")
+    fig, axes = _subplots(2 if teacher_area is not None else 1, width=5.2, height=4.2)
+    ax = axes[0][0]
+    for s in series:
+        ax.plot(s.epochs, s.areas, marker="o", color=colors.get(s.label), label=s.label)
+    if teacher_area is not None:
+        ax.axhline(teacher_area, color=TEACHER_COLOR, ls="--", lw=1.2, label="teacher")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"Area@{level:.3g} (squared direction units)")
+    ax.set_title(f"Area of the landscape below loss {level:.3g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    epochs = sorted({e for s in series for e in s.epochs})
+    ax.set_xticks(epochs)
+    if teacher_area is not None:
+        ax = axes[0][1]
+        for s in series:
+            diff = [teacher_area - a for a in s.areas]
+            ax.plot(s.epochs, diff, marker="o", color=colors.get(s.label), label=s.label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"teacher Area@{level:.3g} - student Area@{level:.3g}")
+        ax.set_title("Difference from the teacher's Area")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        ax.set_xticks(epochs)
+    fig.suptitle(f"Area@{level:.3g} of the students' loss landscapes over training epochs")
     _note(fig, note)
     return _save(fig, path)

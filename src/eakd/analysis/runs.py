@@ -23,6 +23,7 @@ import torch
 from ..config import from_dict
 from ..core import EASettings
 from ..engines.classification.config import ExperimentConfig, resolve_ea
+from ..engines.classification.train import list_snapshots
 from ..engines.run import RunDir, load_state
 from ..objectives import list_methods
 
@@ -172,8 +173,21 @@ class Run:
             for p in self.dir.student_entropy_files()
         }
 
+    def snapshots(self) -> dict[int, Path]:
+        """``{epoch: checkpoint}`` of the per-epoch snapshots (``log.save_epochs``), oldest
+        first; empty for a run that saved none."""
+        return list_snapshots(self.dir)
+
     def checkpoint(self, which: str = "last") -> Path:
+        """The student checkpoint ``which``: ``last``, ``best`` or a snapshot ``epochNNNN``."""
         p = self.dir.checkpoint(which)
+        if not p.is_file() and which.startswith("epoch"):
+            saved = list(self.snapshots())
+            has = f"its snapshots are of epochs {saved}" if saved else "it saved none"
+            raise FileNotFoundError(
+                f"{self.path} has no {p.relative_to(self.path)}: {has} (train with "
+                "log.save_epochs listing the epochs to keep)"
+            )
         if not p.is_file():
             raise FileNotFoundError(
                 f"{self.path} has no {p.relative_to(self.path)}; the run did not finish an "

@@ -22,10 +22,19 @@ figures (--figures, default: all that the runs support):
   sensitivity    accuracy across a swept hyper-parameter, with and without EA (Fig. 8)
   landscape      loss landscapes on a 2-D slice and Area@level (Figs. 7, B2)
 
+Runs trained with log.save_epochs (e.g. [40, 120, 240]) kept a snapshot of the student at those
+epochs (checkpoints/epochNNNN.pt); then landscape and tsne are followed by:
+  landscape_epochs  the students' loss landscapes at each saved epoch (Figs. 7, B2)
+  area_epochs       Area@level over the saved epochs, and the teacher's minus it
+                    (Figs. 7, B2, lower right)
+  tsne_epochs       t-SNE of the students at each saved epoch (Fig. B1b)
+
 examples:
   eakd analyze runs/demo
   eakd analyze runs/kd runs/ea_kd --teacher teacher.pt --out figures
   eakd analyze runs/dkd_beta --figures sensitivity --param method.loss.beta
+  eakd analyze runs/kd runs/ea_kd --figures landscape_epochs,area_epochs,tsne_epochs
+  eakd analyze runs/ea_kd --checkpoint 120
 """
 
 _ABLATE_HELP = """\
@@ -62,9 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        choices=("last", "best"),
         default="last",
-        help="student weights for the forward passes (default: last)",
+        metavar="WHICH",
+        help="student weights for the forward passes: last, best, or the epoch of a snapshot "
+        "(log.save_epochs), e.g. 120 or epoch0120 (default: last)",
     )
     p.add_argument(
         "--param",
@@ -98,6 +108,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="loss level of Area@level (default: 1.6 / log 100 * log C)",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=8,
+        help="most epochs in the box plots, tables and per-epoch figures (default: 8)",
     )
     p.add_argument("--device", default="auto", help="device for forward passes (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of t-SNE, subsets and directions")
@@ -149,6 +165,7 @@ def _analyze(args: argparse.Namespace) -> int:
         landscape_range=args.landscape_range,
         landscape_samples=args.landscape_samples,
         landscape_level=args.level,
+        max_epochs=args.max_epochs,
         device=args.device,
         seed=args.seed,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ...core import EASettings
+from ...models.input_adapter import InputSpec
 from ...objectives import list_methods
 from ..run import PRECISIONS
 
@@ -23,11 +24,26 @@ __all__ = [
 
 @dataclass
 class ModelConfig:
-    """A model from the zoo (``eakd list``) or an external ``torchvision:``/``timm:`` name."""
+    """A model from the zoo (``eakd list``) or an external ``torchvision:``/``timm:`` name.
+
+    ``input`` (an :class:`eakd.models.InputSpec`: ``size``, ``mean``, ``std``,
+    ``interpolation``) is set for a model trained at another input size or normalisation than
+    the dataset's, such as a 224-px transformer teacher of a 64-px Tiny-ImageNet student: the
+    model then sees each batch resized to ``size`` and normalised with its own ``mean``/``std``
+    (:class:`eakd.models.InputAdapter`). ``replace_head`` loads the checkpoint without its
+    classifier, which keeps its fresh initialisation (fine-tuning ImageNet weights on another
+    class count).
+    """
 
     name: str = "resnet8x4"
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    input: InputSpec | None = None
+    replace_head: bool = False
+
+    def __post_init__(self) -> None:
+        if self.replace_head and not self.checkpoint:
+            raise ValueError("replace_head replaces the classifier of a checkpoint: set checkpoint")
 
 
 @dataclass
@@ -124,12 +140,28 @@ class TrainConfig:
 class LogConfig:
     """``diagnostics`` records per-epoch EA statistics and the loss per teacher-entropy bin
     (what the analysis figures need, without a re-run); ``test_entropies`` stores the
-    student's (and once the teacher's) test-set entropies at each evaluation."""
+    student's (and once the teacher's) test-set entropies at each evaluation.
+
+    ``save_epochs`` lists the epochs (from 1, increasing, at most ``train.epochs``) after
+    which the student's weights are kept as ``checkpoints/epochNNNN.pt`` (``{"model":
+    state_dict, "epoch", "arch", "config"}``, like ``best.pt``): what the per-epoch loss
+    landscapes, Area@level and t-SNE of ``eakd analyze`` read (the paper shows epochs 40, 120
+    and 240 of 240)."""
 
     tensorboard: bool = True
     diagnostics: bool = True
     test_entropies: bool = True
     entropy_bins: int = 1024
+    save_epochs: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        epochs = list(self.save_epochs)
+        if any(e < 1 for e in epochs):
+            raise ValueError(f"log.save_epochs must list epochs >= 1, got {epochs}")
+        if epochs != sorted(set(epochs)):
+            raise ValueError(
+                f"log.save_epochs must list each epoch once, in increasing order, got {epochs}"
+            )
 
 
 @dataclass

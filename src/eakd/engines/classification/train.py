@@ -4,12 +4,14 @@ Reads top to bottom: set-up (devices, data, models, task, optimiser), optional r
 epochs of (train, evaluate, log, checkpoint). Every file is a path of the run's
 :class:`~eakd.engines.run.RunDir`, written atomically; a resumed run continues exactly where the
 stopped one ended (the order and the augmentation of epoch ``e`` depend only on ``(seed, e)``,
-and RNG states are restored).
+and RNG states are restored). The epochs of ``log.save_epochs`` also keep a snapshot of the
+student (:func:`snapshot_name`, :func:`list_snapshots`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...config import from_dict, to_dict
+from ...config import ConfigError, from_dict, to_dict
 from ..run import (
     NonFiniteLoss,
     RunDir,
@@ -40,7 +42,14 @@ from .config import ExperimentConfig, ModelConfig, OptimConfig, resolve_ea
 from .evaluate import accuracy_counts, evaluate
 from .task import ClassificationTask
 
-__all__ = ["RESUMABLE_CHANGES", "build_model_from", "learning_rate", "train"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "build_model_from",
+    "learning_rate",
+    "list_snapshots",
+    "snapshot_name",
+    "train",
+]
 
 #: Config keys that may differ between a stopped run and its resumption.
 RESUMABLE_CHANGES = (
@@ -50,7 +59,26 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "data.num_workers",
     "log.tensorboard",
+    "log.save_epochs",  # snapshots are read-only copies: training is the same without them
 )
+
+_SNAPSHOT = re.compile(r"epoch(\d+)")
+
+
+def snapshot_name(epoch: int) -> str:
+    """The checkpoint name of epoch ``epoch``'s snapshot (``log.save_epochs``): ``epoch0040``,
+    written to ``RunDir.checkpoint(snapshot_name(epoch))``."""
+    return f"epoch{epoch:04d}"
+
+
+def list_snapshots(run: RunDir) -> dict[int, Path]:
+    """``{epoch: checkpoints/epochNNNN.pt}`` of the snapshots ``run`` holds, oldest first."""
+    found = {}
+    for path in run.checkpoints.glob("epoch*.pt"):
+        m = _SNAPSHOT.fullmatch(path.stem)
+        if m is not None and path.is_file():
+            found[int(m[1])] = path
+    return dict(sorted(found.items()))
 
 
 def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
@@ -70,18 +98,29 @@ def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
     return optim.lr * factor
 
 
-def build_model_from(cfg: ModelConfig, num_classes: int, role: str) -> nn.Module:
-    """Build a zoo/external model and load its checkpoint (teachers are expected to have one)."""
-    from ...models import build_model, load_checkpoint
+def build_model_from(cfg: ModelConfig, num_classes: int, role: str, data: Any = None) -> nn.Module:
+    """Build a zoo/external model and load its checkpoint (teachers are expected to have one).
+
+    With ``cfg.input`` the model is wrapped in :class:`eakd.models.InputAdapter`: it receives
+    batches normalised with ``data.mean`` / ``data.std`` (the dataset's
+    :class:`eakd.data.DatasetInfo`) and sees them resized to ``cfg.input.size`` and normalised
+    with ``cfg.input.mean`` / ``cfg.input.std``. ``cfg.replace_head`` loads the checkpoint
+    without its classifier.
+    """
+    from ...models import InputAdapter, build_model, load_checkpoint
 
     model = build_model(cfg.name, num_classes=num_classes, **cfg.kwargs)
     if cfg.checkpoint:
-        load_checkpoint(model, cfg.checkpoint)
+        load_checkpoint(model, cfg.checkpoint, replace_head=cfg.replace_head)
     elif role == "teacher":
         print(
             f"warning: teacher {cfg.name!r} has no checkpoint (teacher.checkpoint); "
             "distilling from a randomly initialised teacher"
         )
+    if cfg.input is not None:
+        if data is None:
+            raise ValueError(f"{role}.input needs the dataset's normalisation (its DatasetInfo)")
+        model = InputAdapter.from_spec(model, cfg.input, data.mean, data.std)
     return model
 
 
@@ -133,6 +172,12 @@ def train(
     """
     if isinstance(cfg, dict):
         cfg = from_dict(ExperimentConfig, cfg)
+    save_epochs = set(cfg.log.save_epochs)
+    if save_epochs and max(save_epochs) > cfg.train.epochs:
+        raise ConfigError(
+            f"log.save_epochs lists epoch {max(save_epochs)} but the run trains "
+            f"train.epochs={cfg.train.epochs}; list epochs from 1 to {cfg.train.epochs}"
+        )
     dist = setup_distributed(cfg.train.device)
     device = resolve_device(cfg.train.device, dist.local_rank)
     if cfg.train.threads:
@@ -150,10 +195,10 @@ def train(
     train_loader, test_loader, info = _build_data(cfg, dist)
     num_classes = info.num_classes
     ea = resolve_ea(cfg, num_classes)
-    student = build_model_from(cfg.student, num_classes, "student").to(device)
+    student = build_model_from(cfg.student, num_classes, "student", info).to(device)
     teacher = None
     if cfg.teacher is not None and cfg.method.name != "vanilla":
-        teacher = build_model_from(cfg.teacher, num_classes, "teacher").to(device)
+        teacher = build_model_from(cfg.teacher, num_classes, "teacher", info).to(device)
     bins = cfg.log.entropy_bins if cfg.log.diagnostics else 0
     task = ClassificationTask(student, teacher, cfg.method, ea, num_classes, bins).to(device)
     params = task.trainable_parameters()
@@ -188,6 +233,16 @@ def train(
         logger = RunLogger(run, resume_at, tensorboard=cfg.log.tensorboard, say=say)
         if state is None:
             run.reset_diagnostics()
+            for path in list_snapshots(run).values():  # another run's, left in this folder
+                path.unlink()
+        else:
+            lost = sorted(e for e in save_epochs if e < start_epoch)
+            lost = [e for e in lost if not run.checkpoint(snapshot_name(e)).exists()]
+            if lost:
+                say(
+                    f"note: no snapshot of epoch(s) {lost} (log.save_epochs): the stopped run "
+                    "passed them without saving one"
+                )
 
     teacher_eval = state.get("teacher_eval") if state else None
     if teacher is not None and teacher_eval is None:
@@ -303,6 +358,16 @@ def train(
                 "ea": ea.to_dict(),
                 "arch": cfg.student.name,
             }
+            if epoch in save_epochs:
+                # before last.pt: a run stopped in between repeats this epoch on resume and
+                # writes the same snapshot again
+                snapshot = {
+                    "model": checkpoint["model"],
+                    "epoch": epoch,
+                    "arch": cfg.student.name,
+                    "config": checkpoint["config"],
+                }
+                save_state(snapshot, run.checkpoint(snapshot_name(epoch)))
             save_state(checkpoint, run.last)
             if best["epoch"] == epoch:
                 best_state = {
