@@ -8,6 +8,9 @@ Every model follows one forward contract (see :mod:`eakd.models.base`)::
     student = build_model("resnet8x4", num_classes=100)
     logits, feats = student(images)   # feats["feats"], feats["preact_feats"], feats["pooled_feat"]
 
+A model trained at another input size or normalisation (a 224-px transformer teacher of a 64-px
+student) is wrapped in :class:`InputAdapter`, which resizes and re-normalises each batch for it.
+
 Importing this package does not import torchvision or timm.
 """
 
@@ -15,6 +18,7 @@ from . import cifar, demo, imagenet  # noqa: F401  (registers each family)
 from .base import FeatureModel, Features
 from .checkpoint import build_model, guess_architecture, load_checkpoint, read_state_dict
 from .external import ExternalModel
+from .input_adapter import InputAdapter, InputSpec
 from .registry import (
     FAMILIES,
     MDISTILLER_IMAGENET_NAMES,
@@ -31,6 +35,8 @@ __all__ = [
     "ExternalModel",
     "FeatureModel",
     "Features",
+    "InputAdapter",
+    "InputSpec",
     "build_model",
     "cifar",
     "guess_architecture",

@@ -10,7 +10,10 @@ Accepted files (all read with ``map_location``, CPU by default, so GPU-saved fil
 * keys prefixed by wrappers: ``module.`` (DataParallel / DDP), ``_orig_mod.`` (torch.compile),
   or any prefix shared by every key; distiller checkpoints (mdistiller ``latest`` / ``best`` /
   ``epoch_N``, keys ``module.student.*``, ``module.teacher.*``, ...) give their ``student.`` part.
-  Among these readings the one that matches most of the model's keys is used.
+  Among these readings the one that matches most of the model's keys is used;
+* ``.safetensors`` files (the Hugging Face hub's format, e.g. timm's ``model.safetensors``).
+
+A model wrapped in :class:`~eakd.models.InputAdapter` loads the files of the model inside it.
 
 Files are first read with ``torch.load(weights_only=True)``. Old checkpoints that pickle other
 Python objects (numpy scalars, argparse namespaces) fail that; with ``weights_only=None`` (the
@@ -24,6 +27,7 @@ import functools
 import logging
 import os
 import pickle
+import sys
 import tarfile
 import warnings
 from collections.abc import Mapping
@@ -33,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FeatureModel
 from .external import ExternalModel, build_external
+from .input_adapter import InputAdapter
 from .registry import ALIASES, MODELS
 
 __all__ = ["build_model", "guess_architecture", "load_checkpoint", "read_state_dict"]
@@ -145,6 +149,8 @@ def read_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Read the state dict stored in ``path`` (any accepted container), keys as stored."""
     p = _check_path(path)
+    if p.suffix == ".safetensors":
+        return _read_safetensors(p, map_location)
     try:
         obj = _torch_load(p, map_location, weights_only)
     except (ModuleNotFoundError, AttributeError) as e:
@@ -160,6 +166,23 @@ def read_state_dict(
             raise
         raise ValueError(f"could not read {p} as a PyTorch checkpoint: {e}") from e
     return _unwrap(obj, str(p))
+
+
+def _read_safetensors(p: Path, map_location: Any) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file (the Hugging Face hub's weight format, e.g. timm's
+    ``model.safetensors``): a flat state dict, no pickle."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise ImportError(
+            f"{p} is a safetensors file: reading it needs the 'safetensors' package "
+            f"(pip install safetensors; timm and transformers install it)"
+        ) from e
+    device = "cpu" if map_location is None else str(map_location)
+    try:
+        return dict(load_file(p, device=device))
+    except Exception as e:  # the package raises its own error types for a malformed file
+        raise ValueError(f"could not read {p} as a safetensors file: {e}") from e
 
 
 def _readings(sd: dict[str, torch.Tensor]) -> list[tuple[str, dict[str, torch.Tensor]]]:
@@ -189,14 +212,40 @@ def _adapt(sd: dict[str, torch.Tensor], target: set[str]) -> tuple[dict[str, tor
     return best, best_desc
 
 
+def _load_target(model: nn.Module) -> nn.Module:
+    """The module whose keys a weight file holds: inside input adapters, the network an
+    :class:`ExternalModel` wraps (so torchvision / timm files load as they are)."""
+    while isinstance(model, InputAdapter):
+        model = model.model
+    return model.model if isinstance(model, ExternalModel) else model
+
+
+def _is_timm(model: nn.Module) -> bool:
+    while isinstance(model, InputAdapter):
+        model = model.model
+    return isinstance(model, ExternalModel) and model.name.startswith("timm:")
+
+
+def _timm_filter(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's own conversion of a weight file for ``model`` (its module's
+    ``checkpoint_filter_fn``), as timm applies it to pretrained weights: official release
+    layouts, buffers some files carry that timm does not save, resized position tables."""
+    module = sys.modules.get(type(model).__module__)
+    convert = getattr(module, "checkpoint_filter_fn", None)
+    if not callable(convert):
+        return sd
+    return dict(convert(sd, model))
+
+
 def _classifier_key(model: nn.Module) -> str | None:
     head: nn.Module | None = None
-    if isinstance(model, FeatureModel):
+    get = getattr(model, "get_classifier", None)  # the zoo's and timm's
+    if callable(get):
         try:
-            head = model.get_classifier()
+            head = get()
         except NotImplementedError:
             head = None
-    if head is None:
+    if not isinstance(head, nn.Linear):
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
         head = linears[-1] if linears else None
     for name, m in model.named_modules():
@@ -315,6 +364,7 @@ def load_checkpoint(
     map_location: str | torch.device | None = "cpu",
     *,
     weights_only: bool | None = None,
+    replace_head: bool = False,
 ) -> nn.Module:
     """Load a checkpoint file into a model (or build the named model and load it).
 
@@ -329,6 +379,9 @@ def load_checkpoint(
         map_location: where tensors are placed (default CPU, whatever device saved them).
         weights_only: ``None`` tries ``weights_only=True`` and falls back with a warning,
             ``True`` refuses pickled objects, ``False`` reads the full pickle.
+        replace_head: do not load the checkpoint's classifier (the weight and bias of the
+            final linear layer): the model keeps its own, as initialised. For fine-tuning
+            weights trained on other classes (ImageNet's 1000 -> Tiny-ImageNet's 200).
 
     Returns:
         the model (the same object when a module is given), in whatever train/eval mode it was.
@@ -364,14 +417,23 @@ def load_checkpoint(
             f"{type(model_or_name).__name__}"
         )
 
-    target = model.model if isinstance(model, ExternalModel) else model
+    target = _load_target(model)
     expected = target.state_dict()
     sd, how = _adapt(sd, set(expected))
     if how:
         log.info("%s: %s", p, how.rstrip("; "))
+    if _is_timm(model):
+        sd = _timm_filter(target, sd)
 
     cls_key = _classifier_key(target)
-    if cls_key is not None and cls_key in sd and sd[cls_key].ndim == 2:
+    if replace_head:
+        if cls_key is None:
+            raise ValueError(f"replace_head: {what} has no final linear classifier to replace")
+        head = cls_key.rsplit(".", 1)[0] + "."
+        # The model's own head stands in for the checkpoint's (same keys, so strict still holds).
+        sd = {k: v for k, v in sd.items() if not k.startswith(head)}
+        sd.update({k: v for k, v in expected.items() if k.startswith(head)})
+    elif cls_key is not None and cls_key in sd and sd[cls_key].ndim == 2:
         k, c = sd[cls_key].shape[0], expected[cls_key].shape[0]
         if k != c and sd[cls_key].shape[1] == expected[cls_key].shape[1]:
             raise ValueError(
@@ -417,7 +479,7 @@ def _infer_num_classes(name: str, sd: dict[str, torch.Tensor]) -> int | None:
     """The class count stored in the checkpoint's classifier, or ``None`` when not found."""
     with torch.device("meta"):
         model = build_model(name)
-    target = model.model if isinstance(model, ExternalModel) else model
+    target = _load_target(model)
     cls_key = _classifier_key(target)
     sd, _ = _adapt(sd, set(target.state_dict()))
     if cls_key is not None and cls_key in sd and sd[cls_key].ndim == 2:
