@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .core.reduction import reduce
+from .core.reduction import check_mask, check_num_items, check_reduction, reduce
 from .core.settings import EASettings, EAStats
 from .core.weights import sequence_means, weights_from_entropies
 from .losses.base import DistillationLoss, finish, logit_entropies, prepare_logits
@@ -130,6 +130,10 @@ class EntropyAdaptive(nn.Module):
             mask, reduction, num_items: see :func:`eakd.core.reduce`.
         """
         ea, loss = self.settings, self.loss
+        check_reduction(reduction)
+        if mask is not None:  # the entropies and weights use it too: one entry per item
+            items = (logits[0] if logits is not None else student).shape[:-1]
+            mask = check_mask(mask, items).expand(items)
         if (
             self._kd_kernel
             and logits is None
@@ -179,7 +183,12 @@ class EntropyAdaptive(nn.Module):
         """EA-KD on small float32 logits through its one-node kernel: the same values as the
         per-item path below, at a fraction of its dispatch cost."""
         s, t, _ = prepare_logits(student, teacher)
-        denom = 1.0 if reduction == "sum" else float(s.shape[0] if num_items is None else num_items)
+        if reduction == "sum":
+            denom = 1.0
+        elif num_items is None:
+            denom = float(s.shape[0])
+        else:  # no mask on this path: 0 is refused unless there are no rows
+            denom = check_num_items(num_items, None, s.shape[0])
         ea, temperature = self.settings, self.loss.temperature
         scales = self._kd_scales
         if scales is None or scales.device != s.device or self._kd_scales_for != temperature:
@@ -192,7 +201,7 @@ class EntropyAdaptive(nn.Module):
             ea.temperature,
             ea.max_entropy_for(s.shape[-1]),
             ea.kind,
-            max(denom, 1.0),
+            denom or 1.0,  # no rows: the total is 0, and so is the mean
             scales,
         )
         finish(per_item, student, teacher)

@@ -218,7 +218,7 @@ def test_entropy_adaptive_standardized_weights():
         (4.0, 3.0, None, "mean", None),
         (4.0, 4.0, None, "sum", None),
         (2.0, 3.0, 100.0, "mean", 17),
-        (1.0, 2.0, None, "mean", 0),
+        (1.0, 2.0, None, "mean", 0.5),
     ],
 )
 def test_small_kd_path_with_options(kind, t, t_prime, h_ub, reduction, num_items):
@@ -233,8 +233,8 @@ def test_small_kd_path_with_options(kind, t, t_prime, h_ub, reduction, num_items
     total = (ref.kd(s, z, t) * w).sum()
     if reduction == "sum":
         denom = 1.0
-    else:  # mean: over num_items when given (0 counts as 1, as in reduce), else the 23 rows
-        denom = 23.0 if num_items is None else max(float(num_items), 1.0)
+    else:  # mean: over num_items when given (used as given, as in reduce), else the 23 rows
+        denom = 23.0 if num_items is None else float(num_items)
     _check(out, total / denom, s)
     stats = ea.last_stats
     torch.testing.assert_close(stats.weights.double(), w, atol=1e-5, rtol=1e-5)

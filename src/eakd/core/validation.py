@@ -6,7 +6,26 @@ import math
 
 import torch
 
-__all__ = ["check_finite", "check_logits", "check_pair", "check_target"]
+__all__ = [
+    "MASKED_LOGIT",
+    "check_finite",
+    "check_logits",
+    "check_pair",
+    "check_target",
+    "mask_teacher",
+]
+
+#: The finite stand-in for a ``-inf`` (masked) teacher logit in the logit losses. Its softmax
+#: probability underflows to exactly 0 (``exp`` of anything below about -104 is 0 in float32)
+#: at any temperature up to 1e27, and it stays finite divided by temperatures down to 1e-8.
+#: So a masked class contributes exactly 0 to every ``p_c (log p_c - log q_c)`` term and to
+#: the teacher's entropy, as ``p_c = 0`` does in exact arithmetic, where IEEE arithmetic would
+#: give ``0 * inf = NaN``.
+MASKED_LOGIT = -1e30
+
+#: Inputs whose ``-inf`` entries the losses accept (masked teacher classes): :func:`check_finite`
+#: does not name them as the cause of a non-finite loss.
+_MASKABLE = ("teacher_logits", "teacher logits")
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -82,11 +101,50 @@ def check_target(target: object, logits: torch.Tensor, name: str = "target") -> 
     return target
 
 
+def mask_teacher(
+    teacher_logits: torch.Tensor, name: str = "teacher_logits", standardize: bool = False
+) -> torch.Tensor:
+    """Teacher logits with ``-inf`` entries (masked classes) replaced by :data:`MASKED_LOGIT`.
+
+    ``-inf`` is the usual way to mask vocabulary entries or classes out of a teacher's
+    distribution: there ``p_c = 0``, which adds 0 to KL-type divergences ``sum_c p_c (log p_c -
+    log q_c)`` and to the entropy. A row needs at least one finite logit (a row of ``-inf`` has
+    no distribution). The tensor is returned as is, at the cost of one sum, when it holds no
+    ``-inf``; NaN and ``+inf`` are left for :func:`check_finite` to refuse. Standardised logits
+    (``standardize=True``) cannot take ``-inf``: a row's mean and standard deviation would not
+    be finite.
+    """
+    # a float32 sum is -inf only with a -inf entry and no NaN or +inf (a sum of finite logits
+    # does not overflow float32; if it ever did, the check below finds nothing to mask)
+    if float(teacher_logits.detach().sum(dtype=torch.float32)) != -math.inf:
+        return teacher_logits
+    masked = torch.isneginf(teacher_logits)
+    if not bool(masked.any()):
+        return teacher_logits
+    empty = masked.reshape(-1, teacher_logits.shape[-1]).all(-1)
+    if bool(empty.any()):
+        rows = empty.nonzero().flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} is -inf in every class of rows {rows}: a masked teacher needs at least "
+            "one finite logit per item (a row of -inf has no distribution)"
+        )
+    if standardize:
+        raise ValueError(
+            f"{name} has -inf entries (masked classes), which logit standardisation cannot "
+            "take (a row's mean and standard deviation would not be finite); mask with a "
+            "finite value or turn standardisation off"
+        )
+    if teacher_logits.dtype not in (torch.float32, torch.float64):
+        teacher_logits = teacher_logits.float()  # float16 cannot hold MASKED_LOGIT
+    return torch.where(masked, MASKED_LOGIT, teacher_logits)
+
+
 def check_finite(per_item: torch.Tensor, *inputs: tuple[str, torch.Tensor]) -> None:
     """Raise if ``per_item`` holds NaN/inf, naming which input carried non-finite values.
 
     Checking the small per-item result instead of the (N, C) logits keeps the check to one
-    cheap reduction; the inputs are only inspected on the error path.
+    cheap reduction; the inputs are only inspected on the error path. ``-inf`` in the teacher
+    logits (masked classes, see :func:`mask_teacher`) is not reported as a cause.
     """
     # One reduction decides the common case: the sum of finite values is finite (an overflow
     # of the sum itself falls through to the element-wise check below).
@@ -95,11 +153,14 @@ def check_finite(per_item: torch.Tensor, *inputs: tuple[str, torch.Tensor]) -> N
     culprits = []
     for name, tensor in inputs:
         bad = ~torch.isfinite(tensor)
+        if name in _MASKABLE:
+            bad &= ~torch.isneginf(tensor)
         if bool(bad.any()):
             rows = bad.reshape(-1, tensor.shape[-1]).any(-1).nonzero().flatten()[:5].tolist()
             culprits.append(f"{name} has NaN or inf values (first rows: {rows})")
     detail = "; ".join(culprits) if culprits else "the loss overflowed for finite inputs"
     raise ValueError(
-        f"non-finite distillation loss: {detail}. Logits must be finite: check the model "
-        "for divergence (learning rate, mixed precision overflow) or the data for NaNs"
+        f"non-finite distillation loss: {detail}. Logits must be finite (the teacher's may be "
+        "-inf for masked classes): check the model for divergence (learning rate, mixed "
+        "precision overflow) or the data for NaNs"
     )

@@ -271,17 +271,17 @@ class RunDir:
 
     # reading and writing
     def write_config(self, data: dict[str, Any]) -> None:
-        import yaml
+        from ..config import yaml_dumps
 
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config, yaml.safe_dump(data, sort_keys=False))
+        atomic_write_text(self.config, yaml_dumps(data))
 
     def read_config(self) -> dict[str, Any]:
-        import yaml
+        from ..config import yaml_loads
 
         if not self.config.is_file():
             raise FileNotFoundError(f"{self.root} is not a run directory: no {self.config.name}")
-        return yaml.safe_load(self.config.read_text()) or {}
+        return yaml_loads(self.config.read_text()) or {}
 
     def write_results(self, data: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from torch import nn
 from ..core.entropy import entropy
 from ..core.reduction import reduce
 from ..core.transforms import standardize_logits
-from ..core.validation import check_finite, check_pair, check_target
+from ..core.validation import check_finite, check_pair, check_target, mask_teacher
 
 __all__ = ["DistillationLoss", "logit_entropies", "prepare_logits"]
 
@@ -21,11 +21,14 @@ def prepare_logits(
     needs_target: bool = False,
     standardize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Validate a logit pair (and target), detach the teacher, optionally standardise both."""
+    """Validate a logit pair (and target), detach the teacher, optionally standardise both.
+
+    ``-inf`` teacher logits (masked classes) become :data:`eakd.core.validation.MASKED_LOGIT`,
+    whose probability is exactly 0 (:func:`eakd.core.validation.mask_teacher`)."""
     s, t = check_pair(student_logits, teacher_logits)
     if needs_target or target is not None:
         target = check_target(target, s)
-    t = t.detach()
+    t = mask_teacher(t.detach(), standardize=standardize)
     if standardize:
         s, t = standardize_logits(s), standardize_logits(t)
     return s, t, target
@@ -101,6 +104,7 @@ def logit_entropies(
     """Detached float32 entropies ``(H_S, H_T)`` of ``softmax(z / T')`` per item, from the raw
     logits or, with ``standardized``, from z-scored ones (the released DKD+LS code)."""
     zs, zt = check_pair(student_logits, teacher_logits, "student logits", "teacher logits")
+    zt = mask_teacher(zt, "teacher logits", standardize=standardized)
     if standardized:
         zs, zt = standardize_logits(zs), standardize_logits(zt)
     return entropy(zs, temperature), entropy(zt, temperature)
