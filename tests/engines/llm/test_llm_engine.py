@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 pytest.importorskip("rouge_score")
 
+from eakd._atomic import new_file_mode
 from eakd.config import ConfigError
 from eakd.core import EASettings
 from eakd.engines.llm import (
@@ -199,7 +201,11 @@ def test_results_hold_the_resolved_ea_settings(tiny_models, dolly_file, tmp_path
     expected = EASettings(enabled=True, granularity="sequence", temperature=1.0, preset="official")
     expected = expected.replace(max_entropy=math.log(320))  # log V of the tiny vocabulary
     assert result["ea"] == expected.to_dict()
-    assert LLMRunDir(tmp_path / "run").read_results()["ea"] == expected.to_dict()
+    run = LLMRunDir(tmp_path / "run")
+    assert run.read_results()["ea"] == expected.to_dict()
+    # saved models get the mode a plain open() gives (safetensors itself writes 0o600)
+    weights = [*run.final.glob("*.safetensors"), *run.last.glob("model/*.safetensors")]
+    assert weights and {stat.S_IMODE(p.stat().st_mode) for p in weights} == {new_file_mode()}
 
 
 def test_an_existing_run_needs_resume_and_the_same_config(tiny_models, dolly_file, tmp_path):

@@ -240,3 +240,18 @@ def test_settings_the_chunked_loss_cannot_honour_are_refused():
         )
     with pytest.raises(ValueError, match="'token' is now 'item'"):
         ChunkedTokenDistillation("forward_kl", granularity="token")
+
+
+def test_num_items_must_be_a_positive_count():
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=10)
+    loss = ChunkedTokenDistillation("forward_kl", chunk_size=4)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="num_items must be > 0"):
+            loss(hs, ws, ht, wt, labels, num_items=bad)
+    masked = torch.full_like(labels, -100)  # nothing to count: 0 is a valid count
+    out = loss(hs, ws, ht, wt, masked, num_items=0)
+    assert float(out.detach()) == 0.0
+    torch.testing.assert_close(
+        loss(hs, ws, ht, wt, labels, num_items=torch.tensor(30)),
+        loss(hs, ws, ht, wt, labels, num_items=30),
+    )

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..._atomic import new_file_mode
 from ...config import ConfigError, to_dict
 from ..run import (
     NonFiniteLoss,
@@ -165,6 +166,12 @@ def load_data(cfg: LLMConfig):
 
 
 def _replace_dir(tmp: Path, final: Path) -> None:
+    # save_pretrained's safetensors files are 0o600 whatever the umask: give every file the
+    # mode a plain open() would
+    mode = new_file_mode()
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -21,7 +21,6 @@ The values and gradients equal those of the full-logit path (the registered toke
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ...core.reduction import check_num_items
 from ...core.settings import EASettings, EAStats
 from ...core.validation import check_finite
 from ...core.weights import segment_means, weights_from_entropies
@@ -45,7 +45,7 @@ class _Plan:
     chunk_size: int
     chunks: list[torch.Tensor]
     segments: list[torch.Tensor | None]
-    denom: float | torch.Tensor
+    denom: float
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     labels: torch.Tensor | None = None
@@ -60,7 +60,8 @@ def _make_chunks(
     sequence id (0..k-1 within the chunk) of every row."""
     if granularity == "item":
         rows = mask.reshape(-1).nonzero().squeeze(1)
-        return list(rows.split(chunk_size)), [None] * math.ceil(rows.numel() / chunk_size)
+        chunks = list(rows.split(chunk_size)) if rows.numel() else []  # all masked: no chunk
+        return chunks, [None] * len(chunks)
     seq_len = mask.shape[-1]
     counts = mask.sum(-1).tolist()
     chunks: list[torch.Tensor] = []
@@ -347,10 +348,9 @@ class ChunkedTokenDistillation(nn.Module):
             )
         valid = self._mask(labels, mask, lead, student_hidden.device)
         if reduction == "sum":
-            denom: float | torch.Tensor = 1.0
-        elif num_items is not None:
-            denom = num_items if not isinstance(num_items, torch.Tensor) else num_items.float()
-            denom = denom.clamp_min(1) if isinstance(denom, torch.Tensor) else max(float(denom), 1)
+            denom = 1.0
+        elif num_items is not None:  # 0 only when every token is masked: nothing to divide
+            denom = check_num_items(num_items, valid, valid.numel()) or 1.0
         else:
             denom = max(float(valid.sum()), 1.0)
         seq_mask = valid if ea.granularity == "sequence" else valid.reshape(-1)
