@@ -360,7 +360,8 @@ class _Context:
         if self._teacher is None and self._teacher_error is None:
             try:
                 spec = find_teacher(self.runs, self.opts.teacher)
-                self._teacher = spec.build(self.main.num_classes).to(self.device)
+                data_name = lookup(self.main.config, "data.name")
+                self._teacher = spec.build(self.main.num_classes, data_name).to(self.device)
                 self.teacher_source = f"{spec.name} from {spec.checkpoint} ({spec.source})"
             except (FileNotFoundError, ValueError) as exc:
                 self._teacher_error = str(exc)

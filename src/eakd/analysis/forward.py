@@ -41,13 +41,27 @@ class TeacherSpec:
     kwargs: dict[str, Any]
     checkpoint: Path
     source: str  # where the spec came from, for the report
+    input: dict[str, Any] | None = None  # the model's own input (teacher.input), if any
 
-    def build(self, num_classes: int) -> nn.Module:
-        from ..models import build_model, load_checkpoint
+    def build(self, num_classes: int, data_name: str | None = None) -> nn.Module:
+        return _rebuild(self.name, self.kwargs, self.input, num_classes, data_name, self.checkpoint)
 
-        model = build_model(self.name, num_classes=num_classes, **self.kwargs)
-        load_checkpoint(model, self.checkpoint)
-        return model.eval()
+
+def _rebuild(name, kwargs, input_spec, num_classes, data_name, checkpoint) -> nn.Module:
+    """A model as its run built it (wrapped in its InputAdapter when the config gives an
+    ``input`` section), with the weights of ``checkpoint``, in eval mode."""
+    from ..config import from_dict
+    from ..models import InputAdapter, InputSpec, build_model, load_checkpoint
+
+    model = build_model(name, num_classes=num_classes, **kwargs)
+    if input_spec:
+        from ..data import dataset_info
+
+        info = dataset_info(str(data_name))
+        spec = from_dict(InputSpec, dict(input_spec), "input")
+        model = InputAdapter.from_spec(model, spec, info.mean, info.std)
+    load_checkpoint(model, checkpoint)
+    return model.eval()
 
 
 def data_key(run: Run) -> str:
@@ -59,13 +73,12 @@ def data_key(run: Run) -> str:
 def build_student(run: Run, which: str = "last") -> nn.Module:
     """The run's student with the weights of its checkpoint ``which`` (``last``, ``best``), in
     eval mode."""
-    from ..models import build_model, load_checkpoint
 
     name = lookup(run.config, "student.name")
     kwargs = dict(lookup(run.config, "student.kwargs", {}) or {})
-    model = build_model(name, num_classes=run.num_classes, **kwargs)
-    load_checkpoint(model, run.checkpoint(which))
-    return model.eval()
+    spec = lookup(run.config, "student.input")
+    data_name = lookup(run.config, "data.name")
+    return _rebuild(name, kwargs, spec, run.num_classes, data_name, run.checkpoint(which))
 
 
 def find_teacher(runs: list[Run], teacher: str | os.PathLike[str] | None = None) -> TeacherSpec:
@@ -98,20 +111,23 @@ def find_teacher(runs: list[Run], teacher: str | os.PathLike[str] | None = None)
             "the teacher's weight file"
         )
     meta = torch.load(path, map_location="cpu", weights_only=True)
-    name, kwargs = None, {}
+    name, kwargs, spec = None, {}, None
     if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
         name = lookup(meta["config"], "student.name")  # a teacher trained with eakd train
         kwargs = dict(lookup(meta["config"], "student.kwargs", {}) or {})
+        spec = lookup(meta["config"], "student.input")
     if name is None and isinstance(meta, dict) and isinstance(meta.get("arch"), str):
         name = meta["arch"]
     if name is None and cfg_teacher and cfg_teacher.get("name"):
         name, kwargs = cfg_teacher["name"], dict(cfg_teacher.get("kwargs") or {})
+    if cfg_teacher and cfg_teacher.get("input"):  # the distillation run's own adapter wins
+        spec = cfg_teacher["input"]
     if name is None:
         raise ValueError(
             f"cannot tell the architecture of the teacher in {path}: the file records none and "
             "no run config names teacher.name"
         )
-    return TeacherSpec(str(name), kwargs, path, source)
+    return TeacherSpec(str(name), kwargs, path, source, spec)
 
 
 def split_dataset(run: Run, split: str = "test"):

@@ -88,11 +88,11 @@ def _checkpoint_record(path: Path) -> dict:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from ..config import parse_override
+    from ..config import from_dict, parse_override
     from ..data import build_dataset, build_loader
     from ..engines.classification import evaluate
     from ..engines.utils import resolve_device
-    from ..models import build_model, load_checkpoint
+    from ..models import InputAdapter, InputSpec, build_model, load_checkpoint
 
     path = Path(args.checkpoint)
     meta = _checkpoint_record(path)
@@ -116,6 +116,9 @@ def _eval(args: argparse.Namespace) -> int:
     student = run.get("student") or {}
     kwargs = (student.get("kwargs") or {}) if student.get("name") == arch else {}
     model = build_model(arch, num_classes=ds.info.num_classes, **kwargs)
+    if student.get("input") and student.get("name") == arch:  # the run's own input adapter
+        spec = from_dict(InputSpec, dict(student["input"]), "student.input")
+        model = InputAdapter.from_spec(model, spec, ds.info.mean, ds.info.std)
     load_checkpoint(model, path)
     device = resolve_device(args.device)
     res = evaluate(model.to(device), build_loader(ds, args.batch_size, False), device)

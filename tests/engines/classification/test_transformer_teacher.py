@@ -226,7 +226,7 @@ def test_the_adapter_needs_the_datasets_normalisation():
         from_dict(ModelConfig, {"name": "resnet8", "replace_head": True}, "teacher")
 
 
-def test_fine_tuned_teacher_from_imagenet_style_weights_then_distilled(tmp_path, tiny_data):
+def test_fine_tuned_teacher_from_imagenet_style_weights_then_distilled(tmp_path, tiny_data, capsys):
     """The teacher configs' path: weights trained on other classes (here 10, saved as timm's
     model.safetensors) -> head replaced -> fine-tuned through the adapter (vanilla) -> its
     last.pt is the teacher.checkpoint of a KD run, which scores it exactly as the fine-tuning
@@ -267,6 +267,21 @@ def test_fine_tuned_teacher_from_imagenet_style_weights_then_distilled(tmp_path,
     res = train(run_config(tmp_path, tiny_data, name="kd", teacher=section), quiet=True)
     assert res["teacher_top1"] == pytest.approx(ft["last_top1"])
     assert math.isfinite(res["history"][0]["train_loss"])
+
+    # the readers rebuild the adapted models too: eakd eval and the analysis
+    from eakd.analysis.forward import build_student, find_teacher
+    from eakd.analysis.runs import Run
+    from eakd.cli import main
+
+    assert main(["eval", str(last)]) == 0
+    assert f"top-1 {ft['last_top1']:.2f}%" in capsys.readouterr().out
+    student_again = build_student(Run.load(tmp_path / "runs" / "finetune"), "last")
+    teacher_again = find_teacher([Run.load(tmp_path / "runs" / "kd")]).build(
+        TINY.num_classes, "tiny_imagenet"
+    )
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(student_again(x), teacher_again(x))
 
 
 def test_timm_weight_files_go_through_timms_own_conversion(tmp_path):
