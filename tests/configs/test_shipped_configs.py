@@ -8,10 +8,14 @@ The expected values below are the released code's, read from METHODS.md section 
   Tiny-ImageNet's 200 classes), ``log 1000`` on ImageNet;
 * ``KD_ours.py`` (MLD, MLD+LS) and ``ReviewKD.py``: ``H_ub = log 100`` hard-coded;
 * ``DKD.py`` and ``KD_ours.py`` call the weight without ``t``: ``T' = 3`` always; ``KD.py`` and
-  ``ReviewKD.py`` pass the configured ``t`` (3 on CIFAR, 2 for ImageNet EA-KD);
+  ``ReviewKD.py`` pass the configured ``t`` (3 on CIFAR, 2 for ImageNet EA-KD and for the
+  transformer teachers of Table 5);
 * ``DKD.py`` with LS takes the entropies of the z-scored logits; ``KD_ours.py`` with LS of the
   raw logits;
 * CTKD and FCFD with EA are not released: the paper's formulas (``log C``, ``T' = 3``).
+
+The Table 5 teachers' fine-tuning configs (``tiny_imagenet_transformers/teacher``) quote the
+teachers' accuracy and train them alone: ``method: vanilla``, no teacher, no EA.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from eakd.engines.classification import ExperimentConfig, resolve_ea
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 SCRIPT = REPO / "scripts" / "make_configs.py"
-FOLDERS = ("cifar100", "tiny_imagenet", "imagenet")
+FOLDERS = ("cifar100", "tiny_imagenet", "tiny_imagenet_transformers", "imagenet")
 PAPER_NUMBER = re.compile(r"^# paper \((Table \w+)\): .* (\d+\.\d\d)%")
 
 LOG100, LOG200, LOG1000 = math.log(100), math.log(200), math.log(1000)
@@ -50,6 +54,7 @@ RELEASED = {
     ("tiny_imagenet", "ea_mld"): (LOG100, 3.0, RAW),
     ("tiny_imagenet", "ea_mld_ls"): (LOG100, 3.0, RAW),
     ("tiny_imagenet", "ea_fcfd"): (LOG200, 3.0, RAW),
+    ("tiny_imagenet_transformers", "ea_kd"): (100.0, 2.0, RAW),
     ("imagenet", "ea_kd"): (LOG1000, 2.0, RAW),
     ("imagenet", "ea_dkd"): (LOG1000, 3.0, RAW),
     ("imagenet", "ea_dkd_ls"): (LOG1000, 3.0, STD),
@@ -116,18 +121,26 @@ def header_values(line: str) -> tuple[float, float, str]:
 
 def test_the_paper_configs_are_the_expected_set():
     ea = [p for p in paper_configs() if bind(p).ea.enabled]
-    # Table 2: 7 methods x 7 pairs; Tables 1/8/9: 12; Table 3: 4; Table 4: 3
-    assert len(ea) == 49 + 12 + 4 + 3
+    # Table 2: 7 methods x 7 pairs; Tables 1/8/9: 12; Table 3: 4; Table 4: 3; Table 5: 3
+    assert len(ea) == 49 + 12 + 4 + 3 + 3
     assert {p.relative_to(CONFIGS).parts[1] for p in ea} == {folder for _, folder in RELEASED} | {
         "ablation"
     }
     # the ImageNet ReviewKD pair is not in the paper, and says so
     assert CONFIGS / "imagenet" / "ea_reviewkd" / "resnet34_resnet18.yaml" not in ea
+    # Table 5's teachers are fine-tuned by a paper config of their own, which quotes them
+    teachers = [p for p in paper_configs() if p.parent.name == "teacher"]
+    assert [p.relative_to(CONFIGS).parts[0] for p in teachers] == ["tiny_imagenet_transformers"] * 3
 
 
 @pytest.mark.parametrize("path", paper_configs(), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_paper_configs_run_the_released_code_settings(path):
     cfg, ea = resolved(path)
+    if path.parent.name == "teacher":  # fine-tunes the teacher alone: no KD, no EA
+        assert cfg.method.name == "vanilla" and cfg.teacher is None, path
+        assert not cfg.ea.enabled and not ea.enabled, path
+        assert not any(line.startswith("# preset: ") for line in header(path)), path
+        return
     assert cfg.ea.preset == ("paper" if path.stem in PAPER_PRESET else "official"), path
     if not cfg.ea.enabled:  # a baseline: the section as in its EA twin, ea.enabled aside
         twin = CONFIGS / path.parent.parent.name / f"ea_{path.parent.name}" / path.name
@@ -152,10 +165,11 @@ def test_paper_configs_run_the_released_code_settings(path):
 
 
 def paper_values(path: Path, cfg: ExperimentConfig) -> tuple[float, float, str]:
-    """The paper's formulas: H_ub = log C, T' = 3 (2 on ImageNet; Table 8's own values), raw
-    logits."""
+    """The paper's formulas: H_ub = log C, T' = 3 (2 on ImageNet and for transformer teachers;
+    Table 8's own values), raw logits."""
     tprime = re.search(r"tprime(\d)", path.stem)
-    t = float(tprime.group(1)) if tprime else (2.0 if cfg.data.name == "imagenet" else 3.0)
+    two = cfg.data.name == "imagenet" or path.relative_to(CONFIGS).parts[0].endswith("transformers")
+    t = float(tprime.group(1)) if tprime else (2.0 if two else 3.0)
     return math.log(dataset_info(cfg.data.name).num_classes), t, RAW
 
 
