@@ -35,6 +35,7 @@ import sys
 import time
 
 import torch
+from _memory import available_mb
 
 CASES = [(4096, 576, 49152), (8192, 768, 50257)]
 QUICK = [(1024, 256, 16384)]
@@ -101,18 +102,6 @@ def worker(mode: str, n: int, h: int, v: int, chunk: int, repeats: int) -> dict:
     full_path(*inputs)
     full = time.perf_counter() - start
     return {k: statistics.median(t) for k, t in times.items()} | {"full": full}
-
-
-def available_mb() -> float:
-    """``MemAvailable`` from /proc/meminfo (inf where unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("inf")
 
 
 def run_worker(*args) -> dict:

@@ -90,6 +90,7 @@ import tempfile
 import time
 
 import torch
+from _memory import available_mb
 
 SIZES = [(1024, 256, 16384), (4096, 576, 32000), (8192, 768, 50257)]
 SEQ_LEN = 512
@@ -365,18 +366,6 @@ def reference(args) -> dict:
 
 
 # -- parent -------------------------------------------------------------------------------
-
-
-def available_mb() -> float:
-    """``MemAvailable`` from /proc/meminfo (inf where unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("inf")
 
 
 def estimate_mb(name: str, n: int, h: int, v: int, chunk: int) -> float:
