@@ -9,27 +9,11 @@ import torch
 import eakd
 from eakd import EntropyAdaptive, build_loss, functional
 from eakd.losses.logit import _fused
+from reference import checks
 from reference import formulas as ref
 
-SHAPES = [(5, 3), (3, 7, 101), (64, 10)]
-TEMPS = [1.0, 2.0, 4.0]
-
-
-def _pair(shape, scale=3.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    s = (torch.randn(*shape, generator=g) * scale).requires_grad_(True)
-    t = torch.randn(*shape, generator=g) * scale
-    y = torch.randint(0, shape[-1], shape[:-1], generator=g)
-    return s, t, y
-
-
-def _check(ours, reference, s, atol=1e-5, rtol=1e-4):
-    """Compare values, then gradients of a random projection of the per-item outputs."""
-    torch.testing.assert_close(ours.double(), reference, atol=atol, rtol=rtol)
-    proj = torch.randn(ours.shape, dtype=torch.float64)
-    (g_ours,) = torch.autograd.grad((ours.double() * proj).sum(), s)
-    (g_ref,) = torch.autograd.grad((reference * proj).sum(), s)
-    torch.testing.assert_close(g_ours.double(), g_ref.double(), atol=atol, rtol=rtol)
+SHAPES, TEMPS = checks.SHAPES, checks.TEMPS
+_pair, _check = checks.pair, checks.check
 
 
 KD_PATHS = {
