@@ -40,8 +40,9 @@ except ImportError as err:  # pragma: no cover - transformers is in the llm extr
 
 from ..adaptive import EntropyAdaptive
 from ..losses.token.chunked import ChunkedTokenDistillation
+from ..losses.token.heads import check_head, chunked_head
 from ..losses.token.losses import TokenDivergenceLoss
-from ._common import check_head, chunked_head, redirect, stat_means, stat_sums
+from ._common import redirect, stat_means, stat_sums
 
 __all__ = ["EAKDTrainer"]
 

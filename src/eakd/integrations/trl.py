@@ -54,7 +54,8 @@ from packaging.version import Version
 from ..core.settings import EASettings
 from ..losses.token.chunked import ChunkedTokenDistillation
 from ..losses.token.divergences import DIVERGENCES
-from ._common import check_head, chunked_head, stat_means, stat_sums
+from ..losses.token.heads import check_head, chunked_head
+from ._common import stat_means, stat_sums
 
 MIN_TRL = "1.16"
 

@@ -14,7 +14,6 @@ from torch import nn
 __all__ = [
     "CausalLMHidden",
     "check_same_vocabulary",
-    "chunked_head",
     "layer_subset_student",
     "load_causal_lm",
     "load_tokenizer",
@@ -115,23 +114,6 @@ def check_same_vocabulary(student: nn.Module, teacher: nn.Module, tokenizers=Non
                 "the student's and teacher's tokenizers differ (the same size but different "
                 "token ids); token-level distillation needs one shared tokenizer"
             )
-
-
-def chunked_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(weight, bias)`` of the output embedding, refusing models whose logits are not
-    ``lm_head(base_model(...).last_hidden_state)`` (logit soft-capping or scaling)."""
-    cfg = getattr(model, "config", None)
-    for attr in ("final_logit_softcapping", "logit_scale", "output_multiplier_scale"):
-        value = getattr(cfg, attr, None)
-        if value not in (None, 1, 1.0):
-            raise ValueError(
-                f"{type(model).__name__} post-processes its logits ({attr}={value}), which the "
-                "chunked loss does not reproduce; set loss.chunk_size: null to use full logits"
-            )
-    head = model.get_output_embeddings()
-    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
-        raise ValueError(f"{type(model).__name__} exposes no lm_head weight for the chunked loss")
-    return head.weight, getattr(head, "bias", None)
 
 
 class CausalLMHidden(nn.Module):

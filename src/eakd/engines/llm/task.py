@@ -27,10 +27,13 @@ from ...adaptive import EntropyAdaptive
 from ...core import EASettings
 from ...losses import build_loss
 from ...losses.token import ChunkedTokenDistillation
+from ...losses.token.heads import check_head, chunked_head
 from .data import IGNORE_INDEX
-from .models import CausalLMHidden, check_same_vocabulary, chunked_head
+from .models import CausalLMHidden, check_same_vocabulary
 
 __all__ = ["DistillationObjective", "ObjectiveConfig", "count_items"]
+
+_FULL_LOGITS = "set loss.chunk_size: null to use the full logits"
 
 
 @dataclass
@@ -109,9 +112,9 @@ class DistillationObjective(nn.Module):
                 ce_weight=1.0 - config.kd_ratio,
                 **kw,
             )
-            chunked_head(self._inner())
+            check_head(self._inner(), "student", _FULL_LOGITS)
             if teacher is not None and config.kd_ratio > 0:
-                chunked_head(teacher)
+                check_head(teacher, "teacher", _FULL_LOGITS)
         else:
             self.chunked = None
             loss = build_loss(config.divergence, **kw)
@@ -161,13 +164,12 @@ class DistillationObjective(nn.Module):
 
     def _chunked(self, ids, attn, target, denom):
         hidden = self.student(ids, attn, hidden_only=True)[:, :-1]
-        inner = self._inner()
-        w_s, b_s = chunked_head(inner)
+        hidden, w_s, b_s = chunked_head(self._inner(), hidden, "student", _FULL_LOGITS)
         if self.teacher is not None and self.config.kd_ratio > 0:
             with torch.no_grad():
                 t_out = self.teacher.base_model(input_ids=ids, attention_mask=attn)
                 t_hidden = t_out.last_hidden_state[:, :-1]
-            w_t, b_t = chunked_head(self.teacher)
+            t_hidden, w_t, b_t = chunked_head(self.teacher, t_hidden, "teacher", _FULL_LOGITS)
         else:  # SFT through the chunked CE: the "teacher" is the student itself, weight 0
             t_hidden, w_t, b_t = hidden.detach(), w_s.detach(), b_s
         loss = self.chunked(
