@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -49,13 +49,36 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"could not create a temporary file beside {path}")
 
 
+def _keep(path: Path, previous: Path) -> None:
+    """Make ``previous`` a copy of ``path`` (a hard link where the file system allows) without
+    a moment in which ``path`` is missing."""
+    if not path.is_file():
+        return
+    link = previous.with_name(f".{previous.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.link(path, link)
+    except OSError:  # no hard links here: copy
+        import shutil
+
+        shutil.copyfile(path, link)
+    os.replace(link, previous)
+
+
 @contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_open(
+    path: str | os.PathLike[str],
+    keep_previous: str | os.PathLike[str] | None = None,
+    verify: Callable[[Path], None] | None = None,
+) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` only once the block finishes without error.
 
     A crash or a concurrent reader never sees a partial file; the temporary file is removed
     on failure. A new file gets the permissions ``open()`` would give it (``0o666`` less the
     umask); a replaced file keeps its own.
+
+    ``verify(tmp)`` is called on the written (and synced) temporary file before it replaces
+    ``path``; it raises to abort. With ``keep_previous``, the file being replaced stays there
+    (a checkpoint's previous good copy), so some readable version always exists.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +94,10 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
             pass
         else:
             os.chmod(tmp, mode)
+        if verify is not None:
+            verify(tmp)
+        if keep_previous is not None:
+            _keep(path, Path(keep_previous))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

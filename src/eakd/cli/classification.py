@@ -17,6 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.1 ea.enabled=true"
     )
     p.add_argument("--resume", action="store_true", help="continue the stopped run of this config")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run of this config (eakd's files only) instead of refusing",
+    )
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue a finished run to a longer train.epochs (multistep/constant schedules; "
+        "its results are kept as results.epochNNNN.json)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(handler=_train)
 
@@ -63,7 +74,13 @@ def _train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..engines.classification import train
 
-    results = train(load_config(args.config, args.overrides), resume=args.resume, quiet=args.quiet)
+    results = train(
+        load_config(args.config, args.overrides),
+        resume=args.resume,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+        extend=args.extend,
+    )
     if results.get("best_top1") is not None:
         print(
             f"{results['name']}: best top-1 {results['best_top1']:.2f}% (epoch "

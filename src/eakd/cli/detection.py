@@ -1,6 +1,6 @@
 """``eakd detect``: train and evaluate Faster R-CNN FPN detectors with RoI-level EA-KD.
 
-    eakd detect train CONFIG [key=value ...] [--resume]
+    eakd detect train CONFIG [key=value ...] [--resume | --overwrite | --extend]
     eakd detect eval CONFIG [key=value ...] [--checkpoint PATH]
     eakd detect make-shapes OUT_DIR [--train N --val N --image-size PX --seed S]
 
@@ -28,6 +28,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue the stopped run in OUTPUT_DIR/NAME from its checkpoints/last.pt",
+    )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run in OUTPUT_DIR/NAME (eakd's files only) instead of refusing",
+    )
+    t.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue a finished run to a larger optim.max_iters (its results are kept)",
     )
     t.set_defaults(handler=_train)
 
@@ -66,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     from ..engines.detection import load_detection_config, train
 
     cfg = load_detection_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite, extend=args.extend)
     if result["metrics"] is not None:
         print(_table(result["metrics"]))
     print(f"outputs in {result['run_dir']} (final weights: {result['model']})")

@@ -11,7 +11,10 @@ Every command runs inside one error handler (:func:`main`). An expected failure 
   dataset (``FileNotFoundError``), an existing run without ``--resume`` (``RunExists``), a
   missing or corrupt checkpoint (``CheckpointError``), a missing optional extra (``ImportError``);
 * 1, the run started and failed: a non-finite loss (``NonFiniteLoss``);
-* 130, interrupted (Ctrl-C).
+* 130, interrupted (Ctrl-C): where the run stopped, its last checkpoint and the command that
+  resumes it.
+
+``key=value`` overrides may come before or after the options.
 
 The run module's errors are caught through their built-in bases (``RunExists`` is a
 ``FileExistsError``, ``CheckpointError`` a ``ValueError``, ``NonFiniteLoss`` a
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -93,9 +97,25 @@ def _add_debug(parser: argparse.ArgumentParser, default: object, seen: set[int])
                 _add_debug(sub, argparse.SUPPRESS, seen)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``key=value`` overrides may also follow the options
+    (``eakd train c.yaml --resume name=x``)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all(_is_override(e) for e in extra):
+        args.overrides = [*args.overrides, *extra]
+        return args
+    return parser.parse_args(argv)  # the usual usage error for anything else
+
+
+def _is_override(arg: str) -> bool:
+    key, eq, _ = arg.partition("=")
+    return bool(eq) and bool(key) and not arg.startswith("-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(parser, argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
@@ -105,10 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = int(args.handler(args) or 0)
         ok = True
         return status
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        return _fail("interrupted", 130)
+        message = _message(exc) or "interrupted"
+        if getattr(exc, "resumable", False):
+            again = [a for a in argv if a not in ("--resume", "--overwrite", "--extend")]
+            message += f"; resume with: eakd {shlex.join(again)} --resume"
+        return _fail(message, 130)
     except (CLIError, *BAD_INPUT) as exc:
         if debug:
             raise

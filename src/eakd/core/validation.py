@@ -8,6 +8,7 @@ import torch
 
 __all__ = [
     "MASKED_LOGIT",
+    "NonFiniteInput",
     "check_finite",
     "check_logits",
     "check_pair",
@@ -139,6 +140,10 @@ def mask_teacher(
     return torch.where(masked, MASKED_LOGIT, teacher_logits)
 
 
+class NonFiniteInput(ValueError):
+    """A loss met NaN/inf logits (or overflowed): in training, the model diverged."""
+
+
 def check_finite(per_item: torch.Tensor, *inputs: tuple[str, torch.Tensor]) -> None:
     """Raise if ``per_item`` holds NaN/inf, naming which input carried non-finite values.
 
@@ -159,7 +164,7 @@ def check_finite(per_item: torch.Tensor, *inputs: tuple[str, torch.Tensor]) -> N
             rows = bad.reshape(-1, tensor.shape[-1]).any(-1).nonzero().flatten()[:5].tolist()
             culprits.append(f"{name} has NaN or inf values (first rows: {rows})")
     detail = "; ".join(culprits) if culprits else "the loss overflowed for finite inputs"
-    raise ValueError(
+    raise NonFiniteInput(
         f"non-finite distillation loss: {detail}. Logits must be finite (the teacher's may be "
         "-inf for masked classes): check the model for divergence (learning rate, mixed "
         "precision overflow) or the data for NaNs"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -134,7 +133,8 @@ def run_demo(args: argparse.Namespace | None = None) -> int:
     seeds = range(getattr(args, "seeds", None) or 3)
     out = Path(getattr(args, "output", None) or Path("runs") / "demo" / dataset)
     if getattr(args, "fresh", False) and out.exists():
-        shutil.rmtree(out)
+        # eakd's own runs and tables only: other files in the folder are never touched
+        RunDir(out).remove_runs(also=("students/sweep.md", "students/sweep.csv"))
     workers = max(1, min(getattr(args, "workers", None) or (os.cpu_count() or 1), 4))
     began = time.time()
     print(

@@ -19,12 +19,15 @@ Every file is written atomically: a crash leaves the old file or the new one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import shutil
+import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +35,29 @@ import torch
 
 from .._atomic import atomic_open
 from ..config import ConfigError
+from ..core.validation import NonFiniteInput
 
 __all__ = [
     "PRECISIONS",
     "CheckpointError",
+    "LossGuard",
     "NonFiniteLoss",
     "RunDir",
     "RunExists",
+    "RunInterrupted",
     "RunLogger",
     "RunPath",
+    "atomic_copy",
     "atomic_write_bytes",
     "atomic_write_text",
     "autocast",
     "autocast_dtype",
     "check_resume",
     "config_diff",
+    "load_resumable",
     "load_state",
+    "previous_checkpoint",
+    "save_checkpoint",
     "save_state",
     "write_json",
 ]
@@ -65,6 +75,12 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dst`` atomically (``dst`` is replaced as a whole or not at all)."""
+    with open(src, "rb") as fh, atomic_open(dst) as out:
+        shutil.copyfileobj(fh, out)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
@@ -91,11 +107,67 @@ def load_state(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, a pickle of other objects
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else "empty or cut short"
         raise CheckpointError(
             f"{what} {p} cannot be read ({type(exc).__name__}: {reason[:200]}); the file is "
             "truncated or not a torch checkpoint"
         ) from exc
+
+
+def previous_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """Where the previous good copy of a resumable checkpoint is kept: ``checkpoints/last.pt``
+    -> ``checkpoints/last.prev.pt`` (a folder: ``last`` -> ``last.prev``)."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.prev{p.suffix}")
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write a resumable checkpoint: serialised in memory, written to a temporary file,
+    verified (read back and compared byte for byte), then moved over ``path``; the file it
+    replaces stays as :func:`previous_checkpoint`. A crash at any moment leaves a readable
+    checkpoint, and a later corruption of ``path`` can fall back to the previous one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(data).digest()
+
+    def verify(tmp: Path) -> None:
+        if hashlib.sha256(tmp.read_bytes()).digest() != digest:
+            raise OSError(
+                f"writing {path} failed: the file read back differs from what was written"
+            )
+
+    with atomic_open(path, keep_previous=previous_checkpoint(path), verify=verify) as fh:
+        fh.write(data)
+
+
+def load_resumable(path: str | os.PathLike[str], warn: Any = None) -> tuple[Any, Path]:
+    """Load the resumable checkpoint ``path``; when it is missing or unreadable, fall back to
+    its previous good copy with a one-line warning. Returns ``(state, the file read)``; raises
+    :class:`CheckpointError` naming both files and the way out when neither can be read."""
+    p = Path(path)
+    prev = previous_checkpoint(p)
+    try:
+        return load_state(p), p
+    except CheckpointError as exc:
+        if not prev.is_file():
+            raise CheckpointError(
+                f"{exc}; there is no previous checkpoint ({prev.name}) to fall back to: start "
+                "the run again with --overwrite (it replaces this run), or under another name"
+            ) from exc
+        first = exc
+    try:
+        state = load_state(prev, "previous checkpoint")
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{first}; {exc}: nothing to resume from; start the run again with --overwrite "
+            "(it replaces this run), or under another name"
+        ) from exc
+    at = f" (epoch {state['epoch']})" if isinstance(state, dict) and "epoch" in state else ""
+    message = f"warning: {p} cannot be read; resuming from the previous checkpoint {prev.name}{at}"
+    (warn or (lambda m: print(m, file=sys.stderr)))(message)
+    return state, prev
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -121,7 +193,7 @@ class NonFiniteLoss(FloatingPointError):
             else "no checkpoint was written yet"
         )
         super().__init__(
-            f"non-finite loss ({value}) at {where}; {kept} and nothing was overwritten. {hint}"
+            f"non-finite loss ({value}) at {where}; {kept} and nothing was overwritten: {hint}"
         )
 
     @classmethod
@@ -143,6 +215,76 @@ class NonFiniteLoss(FloatingPointError):
 
 class RunExists(FileExistsError):
     """The output directory already holds a run and ``--resume`` was not given."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training, with where it stopped and what was kept. The CLI
+    prints the message and how to resume (``resumable``)."""
+
+    resumable = True
+
+    def __init__(self, where: str, last: str | os.PathLike[str] | None, at: str = "") -> None:
+        kept = (
+            f"the last checkpoint is {last}{f' ({at})' if at else ''}"
+            if last is not None and Path(last).exists()
+            else "no checkpoint was written yet"
+        )
+        super().__init__(f"interrupted at {where}; {kept}")
+
+
+class LossGuard:
+    """The checks of every training step: a NaN/inf loss (or NaN logits met by a loss) stops
+    the run naming the step and the last good checkpoint (:class:`NonFiniteLoss`); a finite
+    loss above ``ceiling`` warns once (a diverging run); :meth:`interrupted` names where a
+    Ctrl-C stopped the run (:class:`RunInterrupted`).
+
+    Args:
+        ceiling: the warning threshold (``train.loss_ceiling``); ``0``/``None`` never warns.
+        last: the resumable checkpoint (``RunDir.last``).
+        enabled: whether this process reports (the main process under DDP).
+    """
+
+    def __init__(self, ceiling: float | None, last: Path, enabled: bool = True) -> None:
+        self.ceiling = ceiling
+        self.last = last
+        self.enabled = enabled
+        self.warned = False
+
+    def check(self, value: float, step: int, epoch: int | None = None, at: str = "") -> float:
+        """``value`` when finite, else :class:`NonFiniteLoss`; warns once above the ceiling."""
+        value = NonFiniteLoss.check(value, step, epoch, self.last, at or None)
+        if self.ceiling and abs(value) > self.ceiling and not self.warned:
+            self.warned = True
+            if self.enabled:
+                where = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+                print(
+                    f"warning: loss {value:.3g} at {where} is above train.loss_ceiling="
+                    f"{self.ceiling:g}: the run is probably diverging (lower optim.lr); set "
+                    "train.loss_ceiling=0 to silence this",
+                    file=sys.stderr,
+                )
+        return value
+
+    @contextmanager
+    def step(self, step: int, epoch: int | None = None, at: str = "") -> Iterator[None]:
+        """Around a step's forward pass: NaN/inf logits met by a loss become a
+        :class:`NonFiniteLoss` at this step (a diverged model), not a bad-input error."""
+        try:
+            yield
+        except NonFiniteInput as exc:
+            last = self.last if self.last.exists() else None
+            raise NonFiniteLoss(float("nan"), step, epoch, last, at or None, _cause(exc)) from exc
+
+    def interrupted(self, where: str, at: str = "") -> RunInterrupted:
+        """The :class:`RunInterrupted` for a Ctrl-C at ``where`` (``"epoch 3, step 12"``)."""
+        return RunInterrupted(where, self.last, at)
+
+
+def _cause(exc: BaseException) -> str:
+    text = (
+        str(exc).split(". Logits must be finite")[0].removeprefix("non-finite distillation loss: ")
+    )
+    return f"{text}: the model diverged; lower the learning rate or use precision=fp32/bf16"
 
 
 # -- precision ----------------------------------------------------------------------------------
@@ -212,6 +354,7 @@ class RunDir:
     """Every path of a run. ``RunDir(path)`` names the directory; nothing is created until a
     writer asks (:meth:`prepare`)."""
 
+    marker = RunPath(".eakd-run")  # written when a run starts: the folder is eakd's
     config = RunPath("config.yaml")
     results = RunPath("results.json")
     train_log = RunPath("train_log.csv")
@@ -248,23 +391,100 @@ class RunDir:
         return sorted(self.entropies.glob("student_epoch*.pt"))
 
     # state
-    def holds_run(self, last: Path | None = None) -> bool:
-        """Whether a run was started here (its resumable state exists)."""
-        return (last or self.last).exists()
+    def is_eakd_run(self) -> bool:
+        """Whether eakd made this folder: its marker (written when a run starts), or the files
+        of a run made before markers existed (``config.yaml`` with checkpoints or results)."""
+        if self.marker.is_file():
+            return True
+        return self.config.is_file() and (self.checkpoints.is_dir() or self.results.is_file())
 
-    def prepare(self, resume: bool, last: Path | None = None) -> None:
-        """Check the directory against ``resume`` (before any work): a new run refuses a
-        directory that holds one; a resume needs the state to continue from."""
+    @property
+    def finished(self) -> bool:
+        """Whether the run finished (its ``results.json`` exists)."""
+        return self.results.is_file()
+
+    def holds_run(self, last: Path | None = None) -> bool:
+        """Whether a run was started here (its resumable state, or the previous copy, exists)."""
         last = last or self.last
-        if resume and not last.exists():
-            raise CheckpointError(
-                f"cannot resume: no checkpoint at {last}; start the run without --resume"
+        return last.exists() or previous_checkpoint(last).exists()
+
+    def prepare(
+        self, resume: bool, last: Path | None = None, overwrite: bool = False, main: bool = True
+    ) -> None:
+        """Check the directory against ``resume``/``overwrite`` before any work.
+
+        A resume needs the state to continue from. A new run needs an empty or absent folder;
+        ``overwrite`` replaces a run eakd wrote (its own files only, :meth:`clear`), never a
+        folder holding files of anyone else. A run of ours that stopped before its first
+        checkpoint holds nothing to keep and is started over. Only the ``main`` process
+        removes files.
+        """
+        last = last or self.last
+        if resume and overwrite:
+            raise ValueError(
+                "--resume and --overwrite exclude each other: --resume continues the run, "
+                "--overwrite replaces it"
             )
-        if not resume and last.exists():
+        if resume:
+            if not self.holds_run(last):
+                raise CheckpointError(
+                    f"cannot resume: no checkpoint at {last}; start the run without --resume"
+                )
+            return
+        entries = sorted(e.name for e in self.root.iterdir()) if self.root.is_dir() else []
+        if not entries:
+            return
+        if not self.is_eakd_run():
+            shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
             raise RunExists(
-                f"{self.root} already holds a run ({last.relative_to(self.root)}); pass "
-                "--resume to continue it, or choose another name/output_dir"
+                f"{self.root} exists and holds files eakd did not write ({shown}); eakd never "
+                "deletes them: choose another name or output_dir"
             )
+        if not overwrite and (self.finished or self.holds_run(last)):
+            what = (
+                "a finished run (results.json)"
+                if self.finished
+                else f"a run ({last.relative_to(self.root)})"
+            )
+            cont = "" if self.finished else "pass --resume to continue it, "
+            raise RunExists(
+                f"{self.root} already holds {what}; {cont}pass --overwrite to replace it, "
+                "or choose another name/output_dir"
+            )
+        if main:
+            self.clear()
+
+    def start(self) -> None:
+        """Mark the folder as an eakd run (before anything else is written to it)."""
+        from .. import __version__
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.marker.is_file():
+            write_json(self.marker, {"eakd": __version__, "run": self.root.name})
+
+    def own_entries(self) -> list[Path]:
+        """The top-level files and folders of this run that eakd writes (every :class:`RunPath`
+        of the class), present or not."""
+        names: dict[str, None] = {}
+        for klass in reversed(type(self).__mro__):
+            for value in vars(klass).values():
+                if isinstance(value, RunPath):
+                    names[Path(value.name).parts[0]] = None
+        return [self.root / n for n in names]
+
+    def clear(self) -> list[Path]:
+        """Remove this run's own files and folders (:meth:`own_entries`); anything else in the
+        folder stays. Returns what was removed."""
+        removed = []
+        for path in self.own_entries():
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            else:
+                continue
+            removed.append(path)
+        return removed
 
     def create(self) -> None:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -320,9 +540,33 @@ class RunDir:
                 continue
             seen.add(real)
             dirnames.sort()
-            if RunDir.config.name in filenames:
+            if RunDir.config.name in filenames or RunDir.marker.name in filenames:
                 dirnames[:] = []  # a run's own folders hold no runs
                 yield RunDir(dirpath)
+
+    def remove_runs(self, also: tuple[str, ...] = ()) -> list[Path]:
+        """``--fresh``: clear every eakd run at or below this folder (:meth:`clear`: their own
+        files only) and remove the folders that are left empty; ``also`` names further files
+        of this folder that eakd wrote (a sweep's tables). Folders that are not eakd runs and
+        files eakd did not write are never touched. Returns the runs cleared."""
+        for name in also:
+            path = self.root / name
+            if path.is_file():
+                path.unlink()
+        cleared = []
+        for run in list(self.iter_runs()):
+            real = Path(os.path.realpath(run.root))
+            if not run.is_eakd_run() or not real.is_relative_to(os.path.realpath(self.root)):
+                continue
+            run.clear()
+            cleared.append(run.root)
+            folder = run.root
+            while not folder.is_symlink() and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                if folder == self.root:
+                    break
+                folder = folder.parent
+        return cleared
 
 
 # -- logging ------------------------------------------------------------------------------------

@@ -158,8 +158,10 @@ class Objective(nn.Module):
         if logits.shape[-1] != self.num_classes:
             raise ValueError(
                 f"the {who} outputs {logits.shape[-1]} classes but the dataset has "
-                f"{self.num_classes}; build the {who} with num_classes={self.num_classes} "
-                "(and a checkpoint trained on this dataset)"
+                f"{self.num_classes}; the engines build every model with "
+                f"num_classes={self.num_classes} (the dataset's), so this model does not use "
+                "that argument: give its classifier that many outputs (a model of your own "
+                "should take num_classes), and load a checkpoint trained on this dataset"
             )
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:

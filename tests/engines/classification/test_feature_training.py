@@ -102,8 +102,8 @@ def test_fcfd_resume_is_exact(tmp_path, cifar10):
     full = train(make_cfg(tmp_path / "a", cifar10, "fcfd", True, train={"epochs": 3}), quiet=True)
     part = make_cfg(tmp_path / "b", cifar10, "fcfd", True, train={"epochs": 2})
     train(part, quiet=True)
-    part["train"]["epochs"] = 3
-    resumed = train(part, resume=True, quiet=True)
+    part["train"]["epochs"] = 3  # a finished run continued: multistep extends exactly
+    resumed = train(part, resume=True, quiet=True, extend=True)
     assert resumed["history"][-1]["train_loss"] == pytest.approx(
         full["history"][-1]["train_loss"], rel=1e-5
     )

@@ -72,6 +72,7 @@ def test_snapshots_are_written_at_the_listed_epochs_only(full_runs):
         "best.pt",
         "epoch0001.pt",
         "epoch0003.pt",
+        "last.prev.pt",  # the previous good checkpoint (epoch 2)
         "last.pt",
     ]
     assert list_snapshots(run) == {1: run.checkpoint("epoch0001"), 3: run.checkpoint("epoch0003")}
@@ -149,7 +150,10 @@ def test_snapshot_epochs_may_be_added_on_resume(full_runs, tmp_path, monkeypatch
 
 
 def test_a_new_run_removes_snapshots_left_by_another(tmp_path):
-    stale = RunDir(tmp_path / "runs/run").checkpoint("epoch0002")
+    """A run of ours that stopped before its first checkpoint holds nothing to keep."""
+    run = RunDir(tmp_path / "runs/run")
+    run.start()
+    stale = run.checkpoint("epoch0002")
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"another run's")
     train(make_cfg(tmp_path, [1], epochs=1), quiet=True)

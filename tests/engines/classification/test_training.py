@@ -84,6 +84,10 @@ def test_bf16_autocast_on_cpu_trains_with_ea(tmp_path, method):
 
 def test_an_unknown_method_lists_the_registered_ones():
     with pytest.raises(ConfigError, match=r"method\.name must be one of \['vanilla', 'kd'"):
+        from_dict(ExperimentConfig, {"method": {"name": "kdd"}})
+    with pytest.raises(
+        ConfigError, match=r"method\.name=ea_kd is not a method: .* ea\.enabled=true"
+    ):
         from_dict(ExperimentConfig, {"method": {"name": "ea_kd"}})
 
 
@@ -143,13 +147,17 @@ def test_resume_refuses_a_different_config(tmp_path):
     bf16 = make_cfg(tmp_path, train={"epochs": 1, "precision": "bf16"})
     with pytest.raises(ConfigError, match=r"config differs .* in train\.precision;"):
         train(bf16, resume=True, quiet=True)
-    with pytest.raises(FileExistsError, match="pass --resume"):
+    with pytest.raises(FileExistsError, match="already holds a finished run .* --overwrite"):
         train(make_cfg(tmp_path, train={"epochs": 1}), quiet=True)
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train(make_cfg(tmp_path / "other"), resume=True, quiet=True)
-    # a resumable key may change: the finished run resumes with nothing left to train
+    # a resumable key may change: the finished run resumes with nothing left to train, and
+    # none of its files is rewritten
+    run = RunDir(tmp_path / "runs" / "run")
+    files = {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()}
     done = train(make_cfg(tmp_path, train={"epochs": 1, "progress": True}), resume=True, quiet=True)
     assert [h["epoch"] for h in done["history"]] == [1]
+    assert {p: p.read_bytes() for p in run.root.rglob("*") if p.is_file()} == files
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -168,7 +176,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(
         NonFiniteLoss, match=r"epoch 2, step 1; .* checkpoint is .*last\.pt \(epoch 1\)"
     ):
-        train(make_cfg(tmp_path, train={"epochs": 3}), resume=True, quiet=True)
+        train(make_cfg(tmp_path, train={"epochs": 3}), resume=True, quiet=True, extend=True)
     assert last.read_bytes() == before
     assert torch.load(last, weights_only=True)["epoch"] == 1
 

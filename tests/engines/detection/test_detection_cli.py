@@ -38,13 +38,15 @@ def test_detect_train_then_eval(shapes, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| AP | AP50 | AP75 |" in out and "checkpoints/final.pt" in out
     assert main(["detect", "train", path]) == 2  # the folder already holds a run
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already holds a finished run" in capsys.readouterr().err
     assert main(["detect", "eval", path]) == 0
     assert "| AP | AP50 | AP75 |" in capsys.readouterr().out
     report = json.load(open(tmp_path / "run" / "eval.json"))
     assert report["checkpoint"].endswith("checkpoints/final.pt") and "AP50" in report
-    # --resume continues checkpoints/last.pt to the new optim.max_iters
-    assert main(["detect", "train", path, "optim.max_iters=2", "--resume"]) == 0
+    # a finished run continues to a larger optim.max_iters only with --extend
+    assert main(["detect", "train", path, "optim.max_iters=2", "--resume"]) == 2
+    assert "pass --extend" in capsys.readouterr().err
+    assert main(["detect", "train", path, "optim.max_iters=2", "--extend"]) == 0
     assert "| AP | AP50 | AP75 |" in capsys.readouterr().out
     assert json.load(open(tmp_path / "run" / "results.json"))["iteration"] == 2
     log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()

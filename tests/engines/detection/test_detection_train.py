@@ -113,8 +113,12 @@ def test_ea_kd_training_smoke(shapes, teacher_run, tmp_path):
 def test_resume_continues_exactly(shapes, tmp_path):
     straight = train(tiny_config(shapes, tmp_path / "a", iters=4))
     train(tiny_config(shapes, tmp_path / "b", iters=2))
-    resumed = train(tiny_config(shapes, tmp_path / "b", iters=4), resume=True)
+    # the 2-iteration run finished: continuing it is an explicit extension (its results kept)
+    with pytest.raises(FileExistsError, match=r"finished run \(2 iterations\).*--extend"):
+        train(tiny_config(shapes, tmp_path / "b", iters=4), resume=True)
+    resumed = train(tiny_config(shapes, tmp_path / "b", iters=4), resume=True, extend=True)
     assert resumed["iteration"] == 4
+    assert json.loads((tmp_path / "b" / "results.iter0000002.json").read_text())["iteration"] == 2
     a = torch.load(straight["model"], weights_only=False)["model"]
     b = torch.load(resumed["model"], weights_only=False)["model"]
     for k in a:
@@ -131,7 +135,7 @@ def test_resume_with_another_config_is_refused(shapes, teacher_run):
         train(cfg, resume=True)
     with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint at .*last.pt"):
         train(tiny_config(shapes, Path(teacher_run["run_dir"]).parent / "absent"), resume=True)
-    with pytest.raises(FileExistsError, match=r"already holds a run.*--resume"):
+    with pytest.raises(FileExistsError, match=r"already holds a finished run.*--overwrite"):
         train(cfg)
 
 

@@ -93,6 +93,12 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         if self.name not in list_methods():
+            base = self.name.removeprefix("ea_")
+            if base != self.name and base in list_methods():
+                raise ValueError(
+                    f"method.name={self.name} is not a method: EA is switched on apart, use "
+                    f"method.name={base} ea.enabled=true"
+                )
             raise ValueError(f"method.name must be one of {list_methods()}, got {self.name!r}")
 
 
@@ -113,7 +119,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     """``precision``: ``fp32``, or autocast to ``bf16`` / ``fp16`` (fp16 needs CUDA; its loss
-    is scaled). ``grad_clip``: clip the global gradient norm to this value (null: off)."""
+    is scaled). ``grad_clip``: clip the global gradient norm to this value (null: off).
+    ``loss_ceiling``: a finite training loss above it warns once that the run is probably
+    diverging (0: never); a NaN/inf loss always stops the run."""
 
     __renamed__: ClassVar[dict[str, str]] = {
         "amp": "use train.precision (fp32, bf16 or fp16; amp: none is precision: fp32) instead"
@@ -128,8 +136,11 @@ class TrainConfig:
     eval_every: int = 1
     progress: bool = True
     threads: int | None = None
+    loss_ceiling: float = 1e4
 
     def __post_init__(self) -> None:
+        if not self.loss_ceiling >= 0:
+            raise ValueError(f"train.loss_ceiling must be >= 0 (0: off), got {self.loss_ceiling}")
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"train.precision must be one of {list(PRECISIONS)}, got {self.precision!r}"

@@ -22,8 +22,16 @@ def _variant_overrides(key: str, value: str) -> tuple[str, list[str]]:
     """``method=ea_dkd`` -> DKD with EA on; ``method=kd`` -> KD with EA off; other keys are
     dotted config paths."""
     if key == "method":
+        from ...objectives import list_methods
+
         ea = value.startswith("ea_")
         name = value[3:] if ea else value
+        if name not in list_methods():
+            known = ", ".join(list_methods())
+            raise ValueError(
+                f"--grid method={value}: unknown method {name!r}; use one of {known}, or "
+                "ea_<method> for the method with EA on"
+            )
         return value, [f"method.name={name}", f"ea.enabled={str(ea).lower()}"]
     return f"{key}={value}", [f"{key}={value}"]
 
@@ -156,9 +164,10 @@ def run_sweep(
 
     train_fn = train_fn or train
     sweep_dir, runs = sweep_runs(base, seeds, grid)
+    # every variant's config is checked before the first run trains
+    configs = [from_dict(ExperimentConfig, data) for _, data, _ in runs]
     results: dict[str, list[dict[str, Any]]] = {}
-    for variant, data, run in runs:
-        cfg = from_dict(ExperimentConfig, data)
+    for (variant, _, run), cfg in zip(runs, configs, strict=True):
         if run.results.exists():
             res = run.read_results()
         else:

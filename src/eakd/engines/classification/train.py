@@ -21,13 +21,17 @@ from torch import nn
 
 from ...config import ConfigError, from_dict, to_dict
 from ..run import (
-    NonFiniteLoss,
+    LossGuard,
     RunDir,
+    RunExists,
+    RunInterrupted,
     RunLogger,
+    atomic_copy,
     autocast,
     autocast_dtype,
     check_resume,
-    load_state,
+    load_resumable,
+    save_checkpoint,
     save_state,
 )
 from ..utils import (
@@ -47,14 +51,16 @@ __all__ = [
     "build_model_from",
     "learning_rate",
     "list_snapshots",
+    "schedule_extends",
     "snapshot_name",
     "train",
 ]
 
 #: Config keys that may differ between a stopped run and its resumption.
 RESUMABLE_CHANGES = (
-    "train.epochs",
+    "train.epochs",  # when the schedule extends exactly (schedule_extends)
     "train.progress",
+    "train.loss_ceiling",
     "train.device",
     "train.threads",
     "data.num_workers",
@@ -98,6 +104,48 @@ def learning_rate(optim: OptimConfig, epoch: int, epochs: int) -> float:
     return optim.lr * factor
 
 
+def schedule_extends(optim: OptimConfig, old: int, new: int, done: int) -> bool:
+    """Whether a run that trained ``done`` of ``old`` epochs can continue to ``new`` epochs
+    exactly: the learning rate of every epoch already trained is the same over ``new`` epochs
+    (so the result is what a fresh ``new``-epoch run computes). True for ``multistep`` and
+    constant schedules; ``cosine`` anneals over the total and changes with it."""
+    return done <= new and all(
+        learning_rate(optim, e, old) == learning_rate(optim, e, new) for e in range(1, done + 1)
+    )
+
+
+def _check_epochs(cfg: ExperimentConfig, state: dict, run: RunDir, extend: bool) -> bool:
+    """The resume rule for ``train.epochs`` (see :func:`train`); True when the run already
+    finished its (unchanged) schedule, i.e. there is nothing to do."""
+    done, old, new = int(state["epoch"]), int(state["config"]["train"]["epochs"]), cfg.train.epochs
+    if new != old:
+        if new < done:
+            raise ConfigError(
+                f"cannot resume {run.root} with train.epochs={new}: it already trained {done} "
+                f"epochs; keep train.epochs={old}"
+            )
+        if not schedule_extends(cfg.optim, old, new, done):
+            raise ConfigError(
+                f"cannot resume {run.root} with train.epochs={new}: its {cfg.optim.schedule} "
+                f"schedule over {old} epochs set the learning rate of the {done} epoch(s) "
+                f"already trained, and over {new} epochs those would differ (a schedule no "
+                f"fresh run has). Keep train.epochs={old}, or start a new run (another name) "
+                "with the longer schedule; multistep and constant schedules extend exactly"
+            )
+    if not run.finished:
+        return False
+    if new == done:
+        return True
+    if not extend:
+        raise RunExists(
+            f"{run.root} is a finished run ({done} epochs); continuing it to {new} epochs "
+            f"rewrites its results.json, last.pt and best.pt: pass --extend to do so (the "
+            f"finished results are kept as results.epoch{done:04d}.json and "
+            f"checkpoints/best.epoch{done:04d}.pt), or start a new run under another name"
+        )
+    return False
+
+
 def build_model_from(cfg: ModelConfig, num_classes: int, role: str, data: Any = None) -> nn.Module:
     """Build a zoo/external model and load its checkpoint (teachers are expected to have one).
 
@@ -109,7 +157,15 @@ def build_model_from(cfg: ModelConfig, num_classes: int, role: str, data: Any = 
     """
     from ...models import InputAdapter, build_model, load_checkpoint
 
-    model = build_model(cfg.name, num_classes=num_classes, **cfg.kwargs)
+    kwargs = dict(cfg.kwargs)
+    if "num_classes" in kwargs:
+        if kwargs.pop("num_classes") != num_classes:
+            raise ConfigError(
+                f"{role}.kwargs.num_classes={cfg.kwargs['num_classes']} but the dataset has "
+                f"{num_classes} classes; the class count comes from the dataset: remove "
+                f"{role}.kwargs.num_classes (or choose the dataset with that many classes)"
+            )
+    model = build_model(cfg.name, num_classes=num_classes, **kwargs)
     if cfg.checkpoint:
         load_checkpoint(model, cfg.checkpoint, replace_head=cfg.replace_head)
     elif role == "teacher":
@@ -161,14 +217,25 @@ def _to_device(batch, device):
 
 
 def train(
-    cfg: ExperimentConfig | dict[str, Any], resume: bool = False, quiet: bool = False
+    cfg: ExperimentConfig | dict[str, Any],
+    resume: bool = False,
+    quiet: bool = False,
+    overwrite: bool = False,
+    extend: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg``; returns the results written to ``results.json``.
 
     Args:
         cfg: an :class:`ExperimentConfig` or its plain-dict form (validated strictly).
-        resume: continue the stopped run at ``<output_dir>/<name>`` (its ``checkpoints/last.pt``).
+        resume: continue the stopped run at ``<output_dir>/<name>`` (its ``checkpoints/last.pt``;
+            when that cannot be read, the previous good copy ``last.prev.pt``). The config may
+            differ only in :data:`RESUMABLE_CHANGES`; ``train.epochs`` only where the schedule
+            extends exactly (:func:`schedule_extends`). Resuming a finished run returns its
+            results without training.
         quiet: no progress bar and no per-epoch lines.
+        overwrite: replace the run at that path (eakd's files only) instead of refusing.
+        extend: with ``resume``, continue a finished run to a longer ``train.epochs`` (its
+            finished results and best weights are kept beside, as ``*.epochNNNN.*``).
     """
     if isinstance(cfg, dict):
         cfg = from_dict(ExperimentConfig, cfg)
@@ -187,10 +254,18 @@ def train(
     run = RunDir(Path(cfg.output_dir) / cfg.name)
     say = (lambda *a: None) if quiet or not dist.is_main else print
 
-    run.prepare(resume)
-    state = load_state(run.last) if resume else None
+    run.prepare(resume or extend, overwrite=overwrite, main=dist.is_main)
+    state = load_resumable(run.last)[0] if resume or extend else None
     if state is not None:
         check_resume(state["config"], to_dict(cfg), RESUMABLE_CHANGES, run.root)
+        if _check_epochs(cfg, state, run, extend):
+            say(f"{run.root} already finished its {state['epoch']} epochs; nothing to resume")
+            return run.read_results()
+        if run.finished and dist.is_main:  # --extend: keep what the finished run reported
+            done = int(state["epoch"])
+            atomic_copy(run.results, run.root / f"results.epoch{done:04d}.json")
+            if run.best.is_file():
+                atomic_copy(run.best, run.checkpoint(f"best.epoch{done:04d}"))
 
     train_loader, test_loader, info = _build_data(cfg, dist)
     num_classes = info.num_classes
@@ -228,6 +303,7 @@ def train(
 
     logger = None
     if dist.is_main:
+        run.start()
         run.write_config(to_dict(cfg))
         resume_at = start_epoch - 1 if state is not None else None
         logger = RunLogger(run, resume_at, tensorboard=cfg.log.tensorboard, say=say)
@@ -255,136 +331,148 @@ def train(
     epochs = cfg.train.epochs
     step_times: list[float] = []
     last_eval: dict[str, Any] = {}
-    for epoch in range(start_epoch, epochs + 1):
-        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch)  # dropout etc.: f(seed, epoch)
-        train_loader.set_epoch(epoch)
-        task.set_epoch(epoch)
-        task.reset_diagnostics() if task.distill is not None else None
-        lr = learning_rate(cfg.optim, epoch, epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        runner.train()
-        sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "correct": 0, "n": 0}
-        bar = _progress(train_loader, epoch, epochs, cfg.train.progress and not quiet, dist)
-        t_epoch = time.perf_counter()
-        for step, batch in enumerate(bar, 1):
-            t0 = time.perf_counter()
-            batch = _to_device(batch, device)
-            with autocast(device, amp_dtype):
-                result = runner(batch)
-            loss = result["loss"]
-            value = NonFiniteLoss.check(
-                float(loss.detach()), step, epoch, run.last, last_good_at=f"epoch {epoch - 1}"
+    guard = LossGuard(cfg.train.loss_ceiling, run.last, dist.is_main)
+    where = {"epoch": start_epoch, "step": 0}
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            torch.manual_seed(cfg.train.seed * 1_000_003 + epoch)  # dropout etc.: f(seed, epoch)
+            train_loader.set_epoch(epoch)
+            task.set_epoch(epoch)
+            task.reset_diagnostics() if task.distill is not None else None
+            lr = learning_rate(cfg.optim, epoch, epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            runner.train()
+            sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "correct": 0, "n": 0}
+            bar = _progress(train_loader, epoch, epochs, cfg.train.progress and not quiet, dist)
+            t_epoch = time.perf_counter()
+            for step, batch in enumerate(bar, 1):
+                where.update(epoch=epoch, step=step)
+                t0 = time.perf_counter()
+                batch = _to_device(batch, device)
+                at = f"epoch {epoch - 1}"
+                with guard.step(step, epoch, at), autocast(device, amp_dtype):
+                    result = runner(batch)
+                loss = result["loss"]
+                value = guard.check(float(loss.detach()), step, epoch, at)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.train.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                n = batch[-1].numel()
+                sums["loss"] += value * n
+                sums["ce"] += float(result["ce"].detach()) * n
+                sums["kd"] += float(result["kd"].detach()) * n if "kd" in result else 0.0
+                sums["correct"] += accuracy_counts(result["logits"].detach(), batch[-1], (1,))[0]
+                sums["n"] += n
+                if device.type == "cuda":  # count the step's queued backward/update kernels too
+                    torch.cuda.synchronize(device)
+                step_times.append(time.perf_counter() - t0)
+                if hasattr(bar, "set_postfix"):
+                    elapsed = time.perf_counter() - t_epoch
+                    bar.set_postfix(
+                        loss=f"{sums['loss'] / sums['n']:.3f}",
+                        acc=f"{100 * sums['correct'] / sums['n']:.1f}",
+                        img_s=f"{sums['n'] * dist.world_size / max(elapsed, 1e-9):.0f}",
+                    )
+            keys = ("loss", "ce", "kd", "correct", "n")
+            totals = dict(
+                zip(keys, dist.all_reduce_sum([sums[k] for k in keys], device), strict=True)
             )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            n = batch[-1].numel()
-            sums["loss"] += value * n
-            sums["ce"] += float(result["ce"].detach()) * n
-            sums["kd"] += float(result["kd"].detach()) * n if "kd" in result else 0.0
-            sums["correct"] += accuracy_counts(result["logits"].detach(), batch[-1], (1,))[0]
-            sums["n"] += n
-            if device.type == "cuda":  # count the step's queued backward/update kernels too
-                torch.cuda.synchronize(device)
-            step_times.append(time.perf_counter() - t0)
-            if hasattr(bar, "set_postfix"):
-                elapsed = time.perf_counter() - t_epoch
-                bar.set_postfix(
-                    loss=f"{sums['loss'] / sums['n']:.3f}",
-                    acc=f"{100 * sums['correct'] / sums['n']:.1f}",
-                    img_s=f"{sums['n'] * dist.world_size / max(elapsed, 1e-9):.0f}",
-                )
-        keys = ("loss", "ce", "kd", "correct", "n")
-        totals = dict(zip(keys, dist.all_reduce_sum([sums[k] for k in keys], device), strict=True))
-        n_all = max(totals["n"], 1)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": totals["loss"] / n_all,
-            "train_ce": totals["ce"] / n_all,
-            "train_kd": totals["kd"] / n_all,
-            "train_top1": 100.0 * totals["correct"] / n_all,
-            "epoch_time_s": time.perf_counter() - t_epoch,
-            "step_time_s": sum(step_times[-len(train_loader) :]) / max(len(train_loader), 1),
-        }
-        if epoch % cfg.train.eval_every == 0 or epoch == epochs:
-            want_h = cfg.log.test_entropies and not dist.enabled
-            last_eval = evaluate(
-                student,
-                test_loader,
-                device,
-                dist,
-                amp_dtype,
-                task.ea_temperature if want_h else None,
-            )
-            row.update(
-                test_top1=last_eval["top1"],
-                test_top5=last_eval["top5"],
-                test_loss=last_eval["loss"],
-            )
-            if last_eval["top1"] > best["top1"]:
-                best = {"top1": last_eval["top1"], "top5": last_eval["top5"], "epoch": epoch}
-            if dist.is_main and want_h:
-                save_state(last_eval["entropies"].half(), run.student_entropies(epoch))
-        history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
-        diagnostics = task.distill is not None and cfg.log.diagnostics
-        if diagnostics and dist.enabled:
-            task.reduce_diagnostics(device)
-        if dist.is_main:
-            if diagnostics:
-                diag = task.diagnostics()
-                run.append_diagnostics({"epoch": epoch, **diag})
-                # the scalar statistics join the epoch's log row (the histograms stay in
-                # diagnostics.jsonl)
-                row.update({f"ea_{k}": v for k, v in diag.items() if not k.startswith("hist")})
-            logger.log(row)
-            checkpoint = {
-                # mdistiller/RepDistiller-compatible: {"model": state_dict, ...}
-                "model": student.state_dict(),
-                "objective": task.distill.state_dict() if task.distill is not None else None,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
+            n_all = max(totals["n"], 1)
+            row: dict[str, Any] = {
                 "epoch": epoch,
-                "rng": get_rng_state(),
-                "best": best,
-                "history": history,
-                "teacher_eval": teacher_eval,
-                "config": to_dict(cfg),
-                "ea": ea.to_dict(),
-                "arch": cfg.student.name,
+                "lr": lr,
+                "train_loss": totals["loss"] / n_all,
+                "train_ce": totals["ce"] / n_all,
+                "train_kd": totals["kd"] / n_all,
+                "train_top1": 100.0 * totals["correct"] / n_all,
+                "epoch_time_s": time.perf_counter() - t_epoch,
+                "step_time_s": sum(step_times[-len(train_loader) :]) / max(len(train_loader), 1),
             }
-            if epoch in save_epochs:
-                # before last.pt: a run stopped in between repeats this epoch on resume and
-                # writes the same snapshot again
-                snapshot = {
-                    "model": checkpoint["model"],
-                    "epoch": epoch,
-                    "arch": cfg.student.name,
-                    "config": checkpoint["config"],
-                }
-                save_state(snapshot, run.checkpoint(snapshot_name(epoch)))
-            save_state(checkpoint, run.last)
-            if best["epoch"] == epoch:
-                best_state = {
-                    "model": checkpoint["model"],
-                    "epoch": epoch,
-                    "arch": cfg.student.name,
-                    "best_top1": best["top1"],
-                    "config": checkpoint["config"],
-                }
-                save_state(best_state, run.best)
-            if "test_top1" in row:
-                say(
-                    f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}, "
-                    f"test top-1 {row['test_top1']:.2f}% (best {best['top1']:.2f}% @ "
-                    f"{best['epoch']})"
+            if epoch % cfg.train.eval_every == 0 or epoch == epochs:
+                want_h = cfg.log.test_entropies and not dist.enabled
+                last_eval = evaluate(
+                    student,
+                    test_loader,
+                    device,
+                    dist,
+                    amp_dtype,
+                    task.ea_temperature if want_h else None,
                 )
-        dist.barrier()
+                row.update(
+                    test_top1=last_eval["top1"],
+                    test_top5=last_eval["top5"],
+                    test_loss=last_eval["loss"],
+                )
+                if last_eval["top1"] > best["top1"]:
+                    best = {"top1": last_eval["top1"], "top5": last_eval["top5"], "epoch": epoch}
+                if dist.is_main and want_h:
+                    save_state(last_eval["entropies"].half(), run.student_entropies(epoch))
+            history.append({k: v for k, v in row.items() if isinstance(v, (int, float))})
+            diagnostics = task.distill is not None and cfg.log.diagnostics
+            if diagnostics and dist.enabled:
+                task.reduce_diagnostics(device)
+            if dist.is_main:
+                if diagnostics:
+                    diag = task.diagnostics()
+                    run.append_diagnostics({"epoch": epoch, **diag})
+                    # the scalar statistics join the epoch's log row (the histograms stay in
+                    # diagnostics.jsonl)
+                    row.update({f"ea_{k}": v for k, v in diag.items() if not k.startswith("hist")})
+                logger.log(row)
+                checkpoint = {
+                    # mdistiller/RepDistiller-compatible: {"model": state_dict, ...}
+                    "model": student.state_dict(),
+                    "objective": task.distill.state_dict() if task.distill is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "rng": get_rng_state(),
+                    "best": best,
+                    "history": history,
+                    "teacher_eval": teacher_eval,
+                    "config": to_dict(cfg),
+                    "ea": ea.to_dict(),
+                    "arch": cfg.student.name,
+                }
+                if epoch in save_epochs:
+                    # before last.pt: a run stopped in between repeats this epoch on resume and
+                    # writes the same snapshot again
+                    snapshot = {
+                        "model": checkpoint["model"],
+                        "epoch": epoch,
+                        "arch": cfg.student.name,
+                        "config": checkpoint["config"],
+                    }
+                    save_state(snapshot, run.checkpoint(snapshot_name(epoch)))
+                save_checkpoint(checkpoint, run.last)
+                if best["epoch"] == epoch:
+                    best_state = {
+                        "model": checkpoint["model"],
+                        "epoch": epoch,
+                        "arch": cfg.student.name,
+                        "best_top1": best["top1"],
+                        "config": checkpoint["config"],
+                    }
+                    save_state(best_state, run.best)
+                if "test_top1" in row:
+                    say(
+                        f"epoch {epoch}/{epochs}: train loss {row['train_loss']:.4f}, "
+                        f"test top-1 {row['test_top1']:.2f}% (best {best['top1']:.2f}% @ "
+                        f"{best['epoch']})"
+                    )
+            dist.barrier()
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C: say where, and what to resume from
+        saved = where["epoch"] - 1
+        raise guard.interrupted(
+            f"epoch {where['epoch']}, step {where['step']}", f"epoch {saved}" if saved else ""
+        ) from exc
 
     results = {
         "name": cfg.name,

@@ -90,7 +90,8 @@ class TrainConfig:
     ``device: auto`` picks CUDA when available; ``precision`` is ``fp32``, ``bf16`` or ``fp16``
     (autocast); ``grad_clip`` clips the global gradient norm (``None``: off). ``log_every``,
     ``eval_every`` and ``checkpoint_every`` count iterations (0: at the end only). ``threads``
-    sets torch's CPU threads (``None``: torch's default).
+    sets torch's CPU threads (``None``: torch's default). A finite loss above ``loss_ceiling``
+    warns once that the run is probably diverging (0: never).
     """
 
     seed: int = 0
@@ -103,6 +104,7 @@ class TrainConfig:
     log_every: int = 20
     eval_every: int = 0
     checkpoint_every: int = 5000
+    loss_ceiling: float = 1e4
 
 
 @dataclass
@@ -180,6 +182,8 @@ class DetectionConfig:
             )
         if t.threads is not None and t.threads < 1:
             raise ValueError(f"train.threads must be >= 1 (or null), got {t.threads}")
+        if not t.loss_ceiling >= 0:
+            raise ValueError(f"train.loss_ceiling must be >= 0 (0: off), got {t.loss_ceiling}")
         if t.log_every < 1 or t.eval_every < 0 or t.checkpoint_every < 0:
             raise ValueError("train.log_every >= 1, train.eval_every and checkpoint_every >= 0")
 

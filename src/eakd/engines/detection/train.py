@@ -24,12 +24,16 @@ from torch import nn
 from ...adaptive import EntropyAdaptive
 from ...core import EASettings
 from ..run import (
-    NonFiniteLoss,
+    LossGuard,
+    RunExists,
+    RunInterrupted,
     RunLogger,
+    atomic_copy,
     autocast,
     autocast_dtype,
     check_resume,
-    load_state,
+    load_resumable,
+    save_checkpoint,
     save_state,
     write_json,
 )
@@ -62,6 +66,7 @@ RESUMABLE_CHANGES = (
     "name", "output_dir", "data.workers", "data.eval_batch_size", "optim.max_iters",
     "train.seed", "train.precision", "train.device", "train.threads", "train.deterministic",
     "train.progress", "train.log_every", "train.eval_every", "train.checkpoint_every",
+    "train.loss_ceiling",
 )  # fmt: skip
 
 
@@ -244,13 +249,20 @@ def _evaluate_model(
 
 
 # --------------------------------------------------------------------------- entry points
-def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
+def train(
+    cfg: DetectionConfig, resume: bool = False, overwrite: bool = False, extend: bool = False
+) -> dict[str, Any]:
     """Train the configured detector (plain or distilled).
 
     Args:
         cfg: the experiment.
-        resume: continue the stopped run in ``output_dir/name`` from ``checkpoints/last.pt``;
-            the config may differ from the stopped run's only in :data:`RESUMABLE_CHANGES`.
+        resume: continue the stopped run in ``output_dir/name`` from ``checkpoints/last.pt``
+            (or its previous good copy); the config may differ from the stopped run's only in
+            :data:`RESUMABLE_CHANGES`. A finished run is returned as it is.
+        overwrite: replace an existing run at that path (eakd's files only).
+        extend: with a longer ``optim.max_iters``, continue a finished run (the iteration
+            schedule does not depend on ``max_iters``, so this is exact); its results and
+            final weights are kept beside as ``*.iterNNNNNNN.*``.
 
     Returns:
         ``results.json``'s content (``metrics``, the resolved ``ea`` settings, ...) with
@@ -259,8 +271,8 @@ def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
     cfg.validate()
     tc, optim = cfg.train, cfg.optim
     run = cfg.run_dir
-    run.prepare(resume)
     dist = setup_distributed(tc.device)
+    run.prepare(resume or extend, overwrite=overwrite, main=dist.is_main)
     device = resolve_device(tc.device, dist.local_rank)
     dtype = autocast_dtype(tc.precision, device)
     if tc.threads:
@@ -289,9 +301,25 @@ def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
 
     # resume
     start, state = 0, None
-    if resume:
-        state = load_state(run.last)
+    if resume or extend:
+        state = load_resumable(run.last)[0]
         check_resume(state["config"], cfg.to_dict(), RESUMABLE_CHANGES, run.root)
+        done = int(state["iteration"])
+        if run.finished and done >= optim.max_iters:
+            if dist.is_main:
+                print(f"{run.root} already finished its {done} iterations; nothing to resume")
+            return {**run.read_results(), "run_dir": str(run.root), "last": str(run.last)}
+        if run.finished and not extend:
+            raise RunExists(
+                f"{run.root} is a finished run ({done} iterations); continuing it to "
+                f"{optim.max_iters} rewrites its results.json and final.pt: pass --extend to do "
+                f"so (they are kept as results.iter{done:07d}.json and "
+                f"checkpoints/final.iter{done:07d}.pt), or start a new run under another name"
+            )
+        if run.finished and dist.is_main:
+            atomic_copy(run.results, run.root / f"results.iter{done:07d}.json")
+            if run.checkpoint(FINAL).is_file():
+                atomic_copy(run.checkpoint(FINAL), run.checkpoint(f"{FINAL}.iter{done:07d}"))
         task.student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -303,6 +331,7 @@ def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
             task, device_ids=[device.index] if device.type == "cuda" else None
         )
     if dist.is_main:
+        run.start()
         run.write_config(cfg.to_dict())
         run.create()
         kept = start if state is not None else None
@@ -334,80 +363,91 @@ def train(cfg: DetectionConfig, resume: bool = False) -> dict[str, Any]:
     metrics: dict[str, float] | None = state.get("metrics") if state is not None else None
     it = start
     model.train()
-    while it < optim.max_iters:
-        epoch = it // iters_per_epoch
-        train_set.set_epoch(epoch, tc.seed)
-        batches = _EpochBatches(
-            len(train_set), cfg.data.batch_size, dist, tc.seed, epoch, it % iters_per_epoch
-        )
-        for images, targets in _loader(train_set, batches, cfg.data.workers, tc.seed + epoch):
-            images = [im.to(device, non_blocking=True) for im in images]
-            targets = [
-                {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets
-            ]
-            with autocast(device, dtype):
-                losses = model(images, targets)
-            loss = losses["loss"]
-            NonFiniteLoss.check(float(loss.detach()), it + 1, last_good=run.last)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(task.student.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            it += 1
+    guard = LossGuard(tc.loss_ceiling, run.last, dist.is_main)
+    saved = {"at": start}
+    try:
+        while it < optim.max_iters:
+            epoch = it // iters_per_epoch
+            train_set.set_epoch(epoch, tc.seed)
+            batches = _EpochBatches(
+                len(train_set), cfg.data.batch_size, dist, tc.seed, epoch, it % iters_per_epoch
+            )
+            for images, targets in _loader(train_set, batches, cfg.data.workers, tc.seed + epoch):
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [
+                    {"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
+                    for t in targets
+                ]
+                at = f"iteration {saved['at']}" if saved["at"] else ""
+                with guard.step(it + 1, None, at), autocast(device, dtype):
+                    losses = model(images, targets)
+                loss = losses["loss"]
+                guard.check(float(loss.detach()), it + 1, None, at)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if tc.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(task.student.parameters(), tc.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                it += 1
 
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            if ea_loss is not None and ea_loss.last_stats is not None:
-                for k, v in _ea_summary(ea_loss.last_stats, task.last_logits[2]).items():
-                    sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            if bar is not None:
-                bar.update(1)
-            if it % tc.log_every == 0 or it == optim.max_iters:
-                avg = _mean(dist, {k: v / count for k, v in sums.items()})
-                row = {
-                    "iteration": it,
-                    "epoch": (it - 1) // iters_per_epoch,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "sec_per_iter": (time.perf_counter() - t0) / count,
-                    **avg,
-                }
-                if dist.is_main:
-                    train_log.log({c: row.get(c, "") for c in TRAIN_COLUMNS})
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if ea_loss is not None and ea_loss.last_stats is not None:
+                    for k, v in _ea_summary(ea_loss.last_stats, task.last_logits[2]).items():
+                        sums[k] = sums.get(k, 0.0) + v
+                count += 1
                 if bar is not None:
-                    bar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{row['lr']:.2g}")
-                sums, count, t0 = {}, 0, time.perf_counter()
-            final = it == optim.max_iters
-            if final or (tc.eval_every and it % tc.eval_every == 0):
-                metrics = _evaluate_model(task.student, val_set, cfg, device, dtype, dist)
-                if dist.is_main:
-                    eval_log.log({"iteration": it, **metrics})
+                    bar.update(1)
+                if it % tc.log_every == 0 or it == optim.max_iters:
+                    avg = _mean(dist, {k: v / count for k, v in sums.items()})
+                    row = {
+                        "iteration": it,
+                        "epoch": (it - 1) // iters_per_epoch,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "sec_per_iter": (time.perf_counter() - t0) / count,
+                        **avg,
+                    }
+                    if dist.is_main:
+                        train_log.log({c: row.get(c, "") for c in TRAIN_COLUMNS})
                     if bar is not None:
-                        bar.write(f"iteration {it}: " + _format_metrics(metrics))
-            if final or (tc.checkpoint_every and it % tc.checkpoint_every == 0):
-                rngs = _gather_rng(dist)
-                if dist.is_main:
-                    save_state(
-                        {
-                            "model": task.student.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict(),
-                            "iteration": it,
-                            "epoch": it // iters_per_epoch,
-                            "rng": rngs,
-                            "config": cfg.to_dict(),
-                            "classes": classes,
-                            "metrics": metrics,
-                        },
-                        run.last,
-                    )
-            if final:
-                break
+                        bar.set_postfix(loss=f"{avg['loss']:.3f}", lr=f"{row['lr']:.2g}")
+                    sums, count, t0 = {}, 0, time.perf_counter()
+                final = it == optim.max_iters
+                if final or (tc.eval_every and it % tc.eval_every == 0):
+                    metrics = _evaluate_model(task.student, val_set, cfg, device, dtype, dist)
+                    if dist.is_main:
+                        eval_log.log({"iteration": it, **metrics})
+                        if bar is not None:
+                            bar.write(f"iteration {it}: " + _format_metrics(metrics))
+                if final or (tc.checkpoint_every and it % tc.checkpoint_every == 0):
+                    rngs = _gather_rng(dist)
+                    if dist.is_main:
+                        save_checkpoint(
+                            {
+                                "model": task.student.state_dict(),
+                                "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(),
+                                "scaler": scaler.state_dict(),
+                                "iteration": it,
+                                "epoch": it // iters_per_epoch,
+                                "rng": rngs,
+                                "config": cfg.to_dict(),
+                                "classes": classes,
+                                "metrics": metrics,
+                            },
+                            run.last,
+                        )
+                    saved["at"] = it
+                if final:
+                    break
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as exc:  # Ctrl-C: say where, and what to resume from
+        at = f"iteration {saved['at']}" if saved["at"] else ""
+        raise guard.interrupted(f"iteration {it + 1}", at) from exc
     if bar is not None:
         bar.close()
     if state is not None and start >= optim.max_iters and metrics is None:
