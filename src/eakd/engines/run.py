@@ -102,6 +102,8 @@ def load_state(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``; a missing or unreadable file
     raises :class:`CheckpointError` naming the file."""
     p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{what} path {p} is a directory, not a file")
     if not p.is_file():
         raise CheckpointError(f"{what} not found: {p}")
     try:

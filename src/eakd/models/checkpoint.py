@@ -158,13 +158,19 @@ def read_state_dict(
             f"{p} pickles Python objects whose code is not importable here ({e}); it was probably "
             f"saved with torch.save(model) from another code base: re-save its state_dict there"
         ) from e
-    except (ValueError, pickle.UnpicklingError, RuntimeError, KeyError, EOFError) as e:
+    except (ValueError, pickle.UnpicklingError, RuntimeError, KeyError, EOFError, OSError) as e:
+        if isinstance(e, (FileNotFoundError, PermissionError)):
+            raise
         hint = _tar_hint(p)
         if hint is not None:
             raise ValueError(hint) from e
         if isinstance(e, ValueError):
             raise
-        raise ValueError(f"could not read {p} as a PyTorch checkpoint: {e}") from e
+        reason = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else "empty"
+        raise ValueError(
+            f"could not read {p} as a PyTorch checkpoint ({type(e).__name__}: {reason}); the "
+            "file is truncated or not a checkpoint: copy or save it again"
+        ) from e
     return _unwrap(obj, str(p))
 
 

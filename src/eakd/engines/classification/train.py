@@ -58,6 +58,8 @@ __all__ = [
 
 #: Config keys that may differ between a stopped run and its resumption.
 RESUMABLE_CHANGES = (
+    "name",  # a run folder that was moved or renamed
+    "output_dir",
     "train.epochs",  # when the schedule extends exactly (schedule_extends)
     "train.progress",
     "train.loss_ceiling",
