@@ -24,6 +24,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterator
@@ -61,6 +62,9 @@ __all__ = [
     "save_state",
     "write_json",
 ]
+
+#: The temporary files of an atomic write (``.last.pt.1a2b3c4d.tmp``), left by a killed write.
+_TEMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 
 #: The one precision option of every engine (``train.precision``): autocast dtype or none.
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -463,6 +467,10 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.marker.is_file():
             write_json(self.marker, {"eakd": __version__, "run": self.root.name})
+        for folder in (self.root, self.checkpoints):  # a killed write's temporary files
+            for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                if _TEMP.fullmatch(tmp.name) and tmp.is_file():
+                    tmp.unlink()
 
     def own_entries(self) -> list[Path]:
         """The top-level files and folders of this run that eakd writes (every :class:`RunPath`
@@ -521,6 +529,14 @@ class RunDir:
         """A new run starts its diagnostics from scratch (only this run's file is removed)."""
         if self.diagnostics.exists():
             self.diagnostics.unlink()
+
+    def truncate_diagnostics(self, upto: int, key: str = "epoch") -> None:
+        """A resumed run keeps the diagnostics rows up to ``upto`` (its checkpoint); later rows
+        were written by the stopped run after it and are written again."""
+        rows = self.read_diagnostics()
+        kept = [r for r in rows if int(r.get(key, 0)) <= upto]
+        if len(kept) != len(rows):
+            atomic_write_text(self.diagnostics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def append_diagnostics(self, row: dict[str, Any]) -> None:
         with self.diagnostics.open("a") as fh:

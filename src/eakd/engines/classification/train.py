@@ -314,6 +314,7 @@ def train(
             for path in list_snapshots(run).values():  # another run's, left in this folder
                 path.unlink()
         else:
+            run.truncate_diagnostics(start_epoch - 1)
             lost = sorted(e for e in save_epochs if e < start_epoch)
             lost = [e for e in lost if not run.checkpoint(snapshot_name(e)).exists()]
             if lost:
