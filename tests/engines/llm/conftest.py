@@ -102,3 +102,80 @@ def loaded(tiny_models):
         "teacher": load_causal_lm(tiny_models["teacher"]),
         "student": load_causal_lm(tiny_models["student"]),
     }
+
+
+@pytest.fixture(scope="session")
+def padded_models(tiny_models, tmp_path_factory):
+    """Tiny Llama teacher / student sharing the tiny tokenizer (320 tokens) with lm_heads padded
+    to different sizes, as Qwen2.5 checkpoints are (151936 vs 152064 rows): teacher 336 rows,
+    student 328; and a student whose head is smaller than the tokenizer (a real mismatch)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_models["teacher"]))
+    root = tmp_path_factory.mktemp("padded_llm")
+    paths = {}
+    for name, rows, layers, seed in (
+        ("teacher", len(tok) + 16, 3, 2),
+        ("student", len(tok) + 8, 2, 3),
+        ("short", len(tok) - 4, 1, 4),
+    ):
+        torch.manual_seed(seed)
+        cfg = transformers.LlamaConfig(
+            vocab_size=rows,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.eos_token_id,
+        )
+        path = root / name
+        transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+        tok.save_pretrained(path)
+        paths[name] = path
+    return paths
+
+
+@pytest.fixture
+def run_config(tiny_models, dolly_file):
+    """``run_config(out, **train)``: a small LoRA-free training config whose run directory is
+    ``out`` (CPU, chunked forward KL, sequence-level EA, two steps of 2 x 2 examples)."""
+
+    def make(out, **train):
+        return {
+            "name": out.name,
+            "output_dir": str(out.parent),
+            "model": {
+                "teacher": str(tiny_models["teacher"]),
+                "student": str(tiny_models["student"]),
+            },
+            "data": {"train": str(dolly_file), "valid_size": 2, "max_length": 160},
+            "loss": {"divergence": "forward_kl", "chunk_size": 16},
+            "ea": {"enabled": True, "granularity": "sequence", "temperature": 1.0},
+            "train": {
+                "batch_size": 2,
+                "gradient_accumulation_steps": 2,
+                "max_steps": 2,
+                "lr": 1e-2,
+                "scheduler": "constant",
+                "device": "cpu",
+                "log_every_steps": 1,
+                "save_every_steps": 1,
+                "select_best": False,
+                "tensorboard": False,
+                **train,
+            },
+            "eval": {
+                "datasets": {"tiny": str(dolly_file)},
+                "seeds": [1],
+                "max_new_tokens": 6,
+                "max_examples": 3,
+                "batch_size": 3,
+            },
+        }
+
+    return make
