@@ -24,6 +24,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in <output_dir>/<name> from its checkpoints/last",
     )
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run in <output_dir>/<name> (eakd's files only)",
+    )
+    t.add_argument(
+        "--extend",
+        action="store_true",
+        help="continue a finished run to a longer constant schedule (its results are kept)",
+    )
     t.add_argument("--quiet", action="store_true", help="print nothing while training")
     t.set_defaults(handler=_train)
     e = sub.add_parser("eval", help="Rouge-L over seeds on the config's eval.datasets")
@@ -41,7 +51,13 @@ def _train(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..engines.llm import train
 
-    result = train(load_config(args.config, args.overrides), resume=args.resume, quiet=args.quiet)
+    result = train(
+        load_config(args.config, args.overrides),
+        resume=args.resume,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+        extend=args.extend,
+    )
     best = result["best"]
     extra = (
         f"; best validation Rouge-L {best['rouge_l']:.2f} at step {best['step']}" if best else ""

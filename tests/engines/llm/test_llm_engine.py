@@ -186,8 +186,21 @@ def test_two_step_training_checkpoints_and_resume(tiny_models, dolly_file, tmp_p
     final = load_causal_lm(out / "final")  # save_pretrained layout, loads back
     before = {k: v.clone() for k, v in load_causal_lm(tiny_models["student"]).state_dict().items()}
     assert any(not torch.equal(before[k], v) for k, v in final.state_dict().items())
-    resumed = train(_config(tiny_models, dolly_file, out, max_steps=3), resume=True, quiet=True)
+    # the run finished: a longer schedule is refused where it would change the learning rate
+    # of the steps taken (cosine), and needs --extend where it extends exactly (constant)
+    with pytest.raises(ConfigError, match="cosine schedule over 2 steps"):
+        train(_config(tiny_models, dolly_file, out, max_steps=3), resume=True, quiet=True)
+    out = tmp_path / "constant"
+    run = LLMRunDir(out)
+    train(_config(tiny_models, dolly_file, out, scheduler="constant"), quiet=True)
+    longer = _config(tiny_models, dolly_file, out, max_steps=3, scheduler="constant")
+    with pytest.raises(RunExists, match=r"finished run \(2 steps\).*--extend"):
+        train(longer, resume=True, quiet=True)
+    resumed = train(longer, resume=True, quiet=True, extend=True)
     assert resumed["steps"] == 3 and [r["step"] for r in resumed["history"]] == [1, 2, 3]
+    assert json.loads((out / "results.step0000002.json").read_text())["steps"] == 2
+    previous = json.loads((run.root / "checkpoints/last.prev/trainer_state.json").read_text())
+    assert previous["step"] == 2
     assert json.loads((run.last / "trainer_state.json").read_text())["step"] == 3
     assert [int(r["step"]) for r in csv.DictReader(run.train_log.open())] == [1, 2, 3]
     with pytest.raises(CheckpointError, match="no checkpoint"):
@@ -211,7 +224,7 @@ def test_results_hold_the_resolved_ea_settings(tiny_models, dolly_file, tmp_path
 def test_an_existing_run_needs_resume_and_the_same_config(tiny_models, dolly_file, tmp_path):
     out = tmp_path / "run"
     train(_config(tiny_models, dolly_file, out, max_steps=1), quiet=True)
-    with pytest.raises(RunExists, match="--resume"):
+    with pytest.raises(RunExists, match="already holds a finished run .*--overwrite"):
         train(_config(tiny_models, dolly_file, out, max_steps=1), quiet=True)
     with pytest.raises(ConfigError, match=r"cannot resume .*train\.lr"):
         train(_config(tiny_models, dolly_file, out, max_steps=2, lr=0.1), resume=True, quiet=True)

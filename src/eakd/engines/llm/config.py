@@ -23,8 +23,10 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "LLMConfig",
+    "LoraConfig",
     "LossConfig",
     "ModelConfig",
+    "OnPolicyConfig",
     "TrainConfig",
     "bind_config",
 ]
@@ -33,11 +35,49 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 
 
 @dataclass
+class LoraConfig:
+    """A LoRA student through ``peft`` (``model.lora:``; ``null``: full fine-tuning).
+
+    Only the adapter trains (``W + (alpha / r) B A`` on the ``target_modules``; ``all-linear``
+    is every linear layer but the output head, or give module names such as ``[q_proj,
+    v_proj]`` / ``[c_attn]``). Checkpoints hold the adapter in PEFT's layout
+    (``adapter_config.json``, ``adapter_model.safetensors``); ``save_merged`` also writes the
+    merged model of the run's best (else final) adapter to ``merged/``. ``quantize: 4bit`` is
+    QLoRA (Dettmers et al. 2023): the student's base weights loaded in 4-bit NF4 by
+    ``bitsandbytes`` on a CUDA device, the adapter computing in ``model.dtype``.
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+    quantize: Literal["none", "4bit"] = "none"
+    save_merged: bool = False
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or not self.alpha > 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(
+                f"model.lora needs r >= 1, alpha > 0 and dropout in [0, 1), got r={self.r}, "
+                f"alpha={self.alpha}, dropout={self.dropout}"
+            )
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("model.lora.target_modules is empty; name modules or use all-linear")
+
+
+@dataclass
 class ModelConfig:
     """Local model folders (``save_pretrained`` layout) or GGUF files; nothing is downloaded.
 
     ``student_layers`` builds the student from a subset of the teacher's decoder layers
-    instead of loading ``student``.
+    instead of loading ``student``. ``teacher_dtype`` is the frozen teacher's precision
+    (``bfloat16`` / ``float16`` halve its memory; float16 is slow on CPUs). ``lora`` makes the
+    student a LoRA (or QLoRA) adapter, see :class:`LoraConfig`.
+
+    ``vocab``: ``strict`` (the two output heads must have the same rows) or ``trim``: both
+    models' logits are cut to the tokenizer's vocabulary ``len(tokenizer)``, for checkpoints
+    of one family whose heads are padded to different sizes (Qwen2.5: 151936 vs 152064 rows);
+    ``H_ub`` is then ``log len(tokenizer)``.
     """
 
     teacher: str | None = None
@@ -48,6 +88,8 @@ class ModelConfig:
     tokenizer: str | None = None
     dtype: Dtype = "float32"
     teacher_dtype: Dtype = "float32"
+    vocab: Literal["strict", "trim"] = "strict"
+    lora: LoraConfig | None = None
 
 
 @dataclass
@@ -80,13 +122,45 @@ class LossConfig(ObjectiveConfig):
 
 
 @dataclass
+class OnPolicyConfig:
+    """Student-generated responses mixed with the dataset's (GKD, Agarwal et al. 2024).
+
+    With probability ``lmbda`` a micro-batch's responses are replaced by ones the student
+    samples from its prompts (``max_new_tokens``, ``temperature``, ``top_k`` (0: off),
+    ``top_p``); the teacher then scores those sequences and the labels mask the prompts as
+    usual. ``lmbda: 0`` (the default) is the paper's off-policy recipe, ``1`` fully on-policy.
+    The draws and the samples depend only on ``train.seed``, the step and the micro-batch, so
+    a resumed run continues exactly. For on-policy training at scale (vLLM generation), use
+    TRL's trainer through :mod:`eakd.integrations.trl`.
+    """
+
+    lmbda: float = 0.0
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.lmbda <= 1.0:
+            raise ValueError(f"train.on_policy.lmbda must be in [0, 1], got {self.lmbda}")
+        if self.max_new_tokens < 1 or not self.temperature > 0 or self.top_k < 0:
+            raise ValueError(
+                "train.on_policy needs max_new_tokens >= 1, temperature > 0 and top_k >= 0, "
+                f"got {self.max_new_tokens}, {self.temperature}, {self.top_k}"
+            )
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"train.on_policy.top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
 class TrainConfig:
     """Optimisation and the loop. ``device``: ``auto`` (what Accelerate picks; the processes
     and their GPUs come from ``accelerate launch`` / ``torchrun``), ``cpu`` or ``cuda``.
     ``grad_clip`` clips the global gradient norm (``null`` or 0: no clipping). Every
     ``log_every_steps`` steps a row goes to ``train_log.csv`` (and TensorBoard) and, with
     ``progress``, a line to stdout. A run saves its resumable state every ``save_every_steps``
-    steps, else after every epoch."""
+    steps, else after every epoch. A finite loss above ``loss_ceiling`` warns once that the run
+    is probably diverging (0: never)."""
 
     epochs: int = 20
     max_steps: int | None = None
@@ -105,10 +179,12 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     save_every_steps: int | None = None
+    loss_ceiling: float = 1e4
     log_every_steps: int = 10
     select_best: bool = True
     valid_seeds: list[int] = field(default_factory=lambda: [10])
     valid_max_examples: int | None = 500
+    on_policy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
 
     __renamed__: ClassVar[dict[str, str]] = {
         "output_dir": "use the top-level output_dir and name (the run is <output_dir>/<name>)",
@@ -117,6 +193,10 @@ class TrainConfig:
         "cpu": "use train.device: cpu",
         "keep_checkpoints": "remove it: a run keeps one resumable state, checkpoints/last/",
     }
+
+    def __post_init__(self) -> None:
+        if not self.loss_ceiling >= 0:
+            raise ValueError(f"train.loss_ceiling must be >= 0 (0: off), got {self.loss_ceiling}")
 
 
 @dataclass
@@ -162,4 +242,23 @@ def bind_config(data: dict[str, Any] | LLMConfig) -> LLMConfig:
         raise ValueError(f"loss.chunk_size must be a positive integer or null, got {cfg.loss}")
     if cfg.train.gradient_accumulation_steps < 1 or cfg.train.batch_size < 1:
         raise ValueError("train.batch_size and train.gradient_accumulation_steps must be >= 1")
+    if cfg.train.on_policy.lmbda > 0 and cfg.loss.kd_ratio == 0:
+        raise ValueError(
+            "train.on_policy.lmbda > 0 needs a teacher to score the student's samples "
+            "(loss.kd_ratio > 0); the CE on its own samples teaches the student nothing"
+        )
+    lora = cfg.model.lora
+    if lora is not None and lora.quantize != "none":
+        if cfg.model.student_layers is not None:
+            raise ValueError(
+                "model.lora.quantize=4bit loads model.student in 4 bits; it cannot quantise a "
+                "student cut from the teacher (model.student_layers): save that student first "
+                "and name its folder in model.student"
+            )
+        if lora.save_merged:
+            raise ValueError(
+                "model.lora.save_merged with quantize=4bit would round the adapter into a "
+                "4-bit base; merge the saved adapter into a bfloat16 copy of the base instead "
+                "(set save_merged: false)"
+            )
     return cfg
