@@ -44,7 +44,7 @@ BAD_INPUT = (ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirec
 EXTRAS = {
     "vision": ("torchvision", "yaml", "tqdm", "numpy", "PIL", "mnist1d", "tensorboard"),
     "detection": ("torchvision", "pycocotools", "yaml", "tqdm", "numpy", "PIL"),
-    "llm": ("transformers", "accelerate", "gguf", "rouge_score", "yaml", "tqdm", "numpy"),
+    "llm": ("transformers", "accelerate", "gguf", "rouge_score", "peft", "yaml", "tqdm", "numpy"),
     "analysis": ("matplotlib", "sklearn", "numpy", "yaml"),
 }
 #: The extra a command needs, preferred when several extras provide a missing package.
