@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,9 +20,10 @@ import yaml
 from eakd.cli import main
 
 HERE = Path(__file__).resolve()
-ROOT = HERE.parents[2]
 TINY = HERE.parents[1] / "engines" / "classification"
-sys.path.insert(0, str(TINY))
+sys.path[:0] = [str(HERE.parent), str(TINY)]
+import _kill  # noqa: E402
+from _kill import assert_same  # noqa: E402
 from tiny_models import tiny_config  # noqa: E402
 
 pytest.importorskip("mnist1d")
@@ -45,32 +43,13 @@ def write_config(root: Path, where: str) -> tuple[Path, Path]:
     return path, root / where / "runs" / "run"
 
 
-def start(config: Path, *extra: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TINY)]),
-    }
-    cmd = [sys.executable, "-m", "eakd.cli", "train", str(config), "--quiet", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start(config: Path, *extra: str):
+    return _kill.start(["train", str(config), "--quiet", *extra], TINY)
 
 
-def rows(run: Path) -> int:
-    log = run / "train_log.csv"
-    return max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0
-
-
-def kill_after(proc: subprocess.Popen, run: Path, epochs_done: int, sig: int, rng) -> bool:
-    """Send ``sig`` a random moment into the epoch after ``epochs_done``; False when the run
-    finished first."""
-    deadline = time.monotonic() + 120
-    while rows(run) < epochs_done and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0.0, 0.12))
-    if proc.poll() is not None:
-        return False
-    proc.send_signal(sig)
-    return True
+def kill_after(proc, run: Path, epochs_done: int, sig: int, rng) -> bool:
+    """``sig`` a random moment into the epoch after ``epochs_done`` (epochs of ~0.2 s)."""
+    return _kill.stop_after(proc, run / "train_log.csv", epochs_done, sig, rng, 0.12)
 
 
 def state_of(run: Path) -> dict:
@@ -99,21 +78,6 @@ def state_of(run: Path) -> dict:
         "diagnostics": (run / "diagnostics.jsonl").read_text(),
         "entropies": entropies,
     }
-
-
-def assert_same(a, b, where="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, (where, a, b)
 
 
 @pytest.fixture(scope="module")
