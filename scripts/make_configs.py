@@ -4,12 +4,12 @@ tiny_imagenet_transformers).
 Run ``python scripts/make_configs.py`` after editing the tables below (``--out DIR`` writes the
 tree under ``DIR`` instead of ``configs/``); the YAML files are committed so users can read and
 edit them directly, and a test regenerates them and compares byte for byte. Reported numbers:
-EA-KD paper Tables 1-5, 8 and 9; recipes: METHODS.md section 12 (mdistiller / CRD CIFAR-100
-recipe, each method's own defaults; DKD's per-pair beta from mdistiller's configs, 6 for
-wrn_28_4 -> wrn_16_2 as for the other WRN pairs).
+EA-KD paper Tables 1-5, 8 and 9; recipes: the mdistiller / CRD CIFAR-100 recipe, each
+method's own defaults; DKD's per-pair beta from mdistiller's configs, 6 for wrn_28_4 ->
+wrn_16_2 as for the other WRN pairs.
 
 Every config that reproduces a number of the paper runs ``ea.preset: official``: the released
-EA-KD code's H_ub, T' and weight logits (METHODS.md section 1.3 items 1-5), resolved per method
+EA-KD code's H_ub, T' and weight logits, resolved per method
 by ``EASettings.resolve`` and saved in the run. The YAML keeps the paper's values
 (``temperature``, ``max_entropy`` null = log C), so ``ea.preset=paper`` runs the paper's
 formulas. The third header line of an EA config says what its preset resolves to. Two kinds
@@ -153,14 +153,14 @@ FCFD_MIX_WEIGHT = {"wrn_16_2": 0.2, "wrn_40_1": 0.2}
 
 #: The paper's H_ub = log C per dataset, as the headers write it.
 LOG_C = {"cifar100": "log 100", "tiny_imagenet": "log 200", "imagenet": "log 1000"}
-#: Methods whose EA variant the released EA-KD code does not contain (METHODS.md 1.3 item 14):
+#: Methods whose EA variant the released EA-KD code does not contain:
 #: ``official`` leaves them at the paper's formulas.
 NOT_RELEASED = ("ctkd", "fcfd")
 
 
 def preset_note(dataset: str, method: str, t_prime: float, standardize: bool = False) -> str:
     """The header line saying what ``ea.preset: official`` runs for ``method`` on ``dataset``
-    (METHODS.md 1.3: items 1-2 H_ub, item 3 T', items 4-5 the weight logits)."""
+    (H_ub, T' and the weight logits of the released code)."""
     paper_hub = LOG_C[dataset]
     if method in NOT_RELEASED:
         return (

@@ -41,7 +41,7 @@ def test_info_shapes_and_classes(name, classes, shape):
 
 
 def test_paper_normalisation_constants():
-    # METHODS.md section 12 (CIFAR-100) and the common ImageNet recipe.
+    # the mdistiller / CRD CIFAR-100 recipe and the common ImageNet recipe.
     c = dataset_info("cifar100")
     assert c.mean == (0.5071, 0.4867, 0.4408) and c.std == (0.2675, 0.2565, 0.2761)
     assert (c.crop_padding, c.hflip) == (4, True)

@@ -1,4 +1,4 @@
-"""MLD's weak/strong views (METHODS.md 5.1): RandAugment-FixMatch ops, Cutout, pipelines."""
+"""MLD's weak/strong views: RandAugment-FixMatch ops, Cutout, pipelines."""
 
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def _gram(zs, zt, level, row_mask):
 
 def reference_step(student, teacher, weak, strong, y, ea, official):
     """The released code's step: ``student(weak)`` then ``student(strong)``, the teacher on
-    each view under no-grad, the loss of METHODS.md 5.3 (``official``) or the paper's."""
+    each view under no-grad, the loss of the released code (``official``) or the paper's."""
     s_w = student(weak)[0]
     s_s = student(strong)[0]
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Plain-formula references, written from METHODS.md in float64 with no tricks.
+"""Plain-formula references, written from the papers' formulas in float64 with no tricks.
 
 Each takes float tensors and returns float64 results; gradients flow through them so tests can
 compare both values and gradients with the library.

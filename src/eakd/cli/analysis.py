@@ -16,7 +16,7 @@ classification runs; detection and LLM runs are listed in the report with what t
 figures (--figures, default: all that the runs support):
   loss_share     loss share by teacher-entropy quartile over epochs (Fig. 5)
   segments       teacher vs student accuracy by entropy segment (Figs. 2a, B1a)
-  entropy_boxes  H_S vs H_T of the top-10%% high-H_T test samples over epochs (Fig. 3)
+  entropy_boxes  H_S vs H_T of the top-10% high-H_T test samples over epochs (Fig. 3)
   tsne           t-SNE of pooled features, high-entropy samples, CH index (Figs. 2b, 6, B3)
   time           time per training step vs accuracy, with and without EA (Fig. 1)
   sensitivity    accuracy across a swept hyper-parameter, with and without EA (Fig. 8)

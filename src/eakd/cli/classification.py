@@ -81,7 +81,9 @@ def _train(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         extend=args.extend,
     )
-    if results.get("best_top1") is not None:
+    from .main import is_main_process
+
+    if results.get("best_top1") is not None and is_main_process():
         print(
             f"{results['name']}: best top-1 {results['best_top1']:.2f}% (epoch "
             f"{results['best_epoch']}), last {results['last_top1']:.2f}%"

@@ -77,6 +77,10 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = load_detection_config(args.config, args.overrides)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite, extend=args.extend)
+    from .main import is_main_process
+
+    if not is_main_process():
+        return 0
     if result["metrics"] is not None:
         print(_table(result["metrics"]))
     print(f"outputs in {result['run_dir']} (final weights: {result['model']})")
@@ -87,7 +91,11 @@ def _eval(args: argparse.Namespace) -> int:
     from ..engines.detection import evaluate, load_detection_config
 
     cfg = load_detection_config(args.config, args.overrides)
-    print(_table(evaluate(cfg, args.checkpoint)))
+    metrics = evaluate(cfg, args.checkpoint)
+    from .main import is_main_process
+
+    if is_main_process():
+        print(_table(metrics))
     return 0
 
 

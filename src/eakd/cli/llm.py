@@ -62,7 +62,10 @@ def _train(args: argparse.Namespace) -> int:
     extra = (
         f"; best validation Rouge-L {best['rouge_l']:.2f} at step {best['step']}" if best else ""
     )
-    print(f"trained {result['steps']} steps; final model in {result['final']}{extra}")
+    from .main import is_main_process
+
+    if is_main_process():
+        print(f"trained {result['steps']} steps; final model in {result['final']}{extra}")
     return 0
 
 

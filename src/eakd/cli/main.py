@@ -55,6 +55,12 @@ class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
+def is_main_process() -> bool:
+    """Whether this process prints a command's summary: not a worker of ``torchrun`` /
+    ``accelerate launch`` other than rank 0 (each would print it again)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

@@ -90,7 +90,7 @@ def build_dataset(
             :func:`normalize_split`).
         transform: ``"default"``: the standard pipeline of the paper's recipe for this dataset
             and split (:func:`build_transform`); ``"mld"``: on the train split a
-            :class:`TwoViewDataset` giving ``(weak, strong, target)`` (METHODS.md 5.1), on the
+            :class:`TwoViewDataset` giving ``(weak, strong, target)``, on the
             held-out split the standard test pipeline; ``None``: raw samples (PIL images, or
             tensors for MNIST-1D); or any callable applied to the raw sample.
         **kwargs: dataset-specific options (e.g. ``num_samples`` and ``seed`` for MNIST-1D,

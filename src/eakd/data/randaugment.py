@@ -1,4 +1,4 @@
-"""MLD's strong augmentation: RandAugment in the FixMatch style, then Cutout (METHODS.md 5.1).
+"""MLD's strong augmentation: RandAugment in the FixMatch style, then Cutout.
 
 Each call picks ``num_ops`` operations uniformly with replacement from the 14 below, applies
 each with a magnitude drawn uniformly from its range (there is no global magnitude ``m``), then
@@ -109,7 +109,7 @@ class Cutout:
 
 
 class RandAugmentFixMatch:
-    """FixMatch-style RandAugment followed by Cutout, on PIL images (METHODS.md 5.1).
+    """FixMatch-style RandAugment followed by Cutout, on PIL images.
 
     Args:
         num_ops: operations applied per image, drawn uniformly with replacement (MLD: 2).

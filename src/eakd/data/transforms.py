@@ -5,7 +5,7 @@
   code, built on mdistiller, is unreleased) or RandomResizedCrop(224) + flip (ImageNet), then
   ToTensor and Normalize(mean, std);
 * standard test: ToTensor + Normalize, after Resize(256) + CenterCrop(224) on ImageNet;
-* MLD (METHODS.md 5.1): the weak view is the standard train pipeline; the strong view inserts
+* MLD: the weak view is the standard train pipeline; the strong view inserts
   :class:`~eakd.data.randaugment.RandAugmentFixMatch` (2 ops + Cutout) before ToTensor.
 
 MNIST-1D samples are already standardised tensors: its standard pipeline is the identity.
@@ -101,7 +101,7 @@ def build_transform(
 
 
 def mld_transforms(dataset: str | DatasetInfo) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """``(weak, strong)`` training views of MLD (METHODS.md 5.1) for a dataset."""
+    """``(weak, strong)`` training views of MLD for a dataset."""
     weak = build_transform(dataset, "train", "mld_weak")
     return weak, build_transform(dataset, "train", "mld_strong")
 

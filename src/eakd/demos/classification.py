@@ -139,7 +139,7 @@ def run_demo(args: argparse.Namespace | None = None) -> int:
     began = time.time()
     print(
         f"EA-KD demo on {dataset}: a teacher, then CE-only / KD / EA-KD students over "
-        f"{len(seeds)} seeds (outputs in {out})"
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} (outputs in {out})"
     )
 
     teacher_cfg = demo_config(dataset, out, "teacher")

@@ -21,7 +21,8 @@ def block_mean(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def hcl_reference(fs_list, ft_list, pools=(4, 2, 1)):
-    """HCL per sample from METHODS.md 7.3, one sample at a time, float64."""
+    """HCL per sample from its definition (Chen et al., CVPR 2021), one sample at a time, in
+    float64."""
     out = []
     for n in range(fs_list[0].shape[0]):
         total = 0.0

@@ -54,7 +54,7 @@ class DistillConfig:
 
     ``loss`` is a registered eakd loss name (``kd``, ``dkd``, ...) and ``loss_kwargs`` its
     keyword arguments (e.g. ``{temperature: 1.0}``; DKD: ``{alpha: 1, beta: 0.25,
-    temperature: 1}``, the detection recipe of METHODS.md section 10).
+    temperature: 1}``, mdistiller's detection recipe).
     """
 
     loss: str = "kd"

@@ -5,7 +5,7 @@ The student runs unchanged and produces torchvision's loss dict. During that for
 in the paper's setting, 25 % foreground), their ground-truth labels (0 = background) and the
 box classifier's logits on them. The frozen teacher then pools **its** FPN features on **the
 same boxes** and classifies them with its own box head, so the two ``(R, K + 1)`` logit
-matrices align RoI by RoI (METHODS.md section 10, the mdistiller/ReviewKD detection recipe).
+matrices align RoI by RoI.
 Only the class logits are distilled; box deltas are not.
 
 The per-RoI loss is any registered eakd logit loss (``kd``, ``dkd`` with the RoI labels, ...),

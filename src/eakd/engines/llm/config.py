@@ -1,9 +1,9 @@
 """The schema of an LLM distillation experiment (bound strictly from YAML by ``eakd.config``).
 
-Defaults follow the DistiLLM recipe the EA-KD paper uses for GPT-2 XL -> GPT-2 on Dolly
-(METHODS.md 11.1 and 12): AdamW 5e-4, cosine decay without warm-up, weight decay 0.01,
-gradient clipping 1.0, 20 epochs, prompt 256 / sequence 512 tokens, ``kd_ratio`` 1.0, Rouge-L
-over seeds 10-50 with top-k 0 / top-p 1.0 / temperature 1.0 sampling. The ``ea:`` section is
+Defaults follow the DistiLLM recipe the EA-KD paper uses for GPT-2 XL -> GPT-2 on Dolly:
+AdamW 5e-4, cosine decay without warm-up, weight decay 0.01, gradient clipping 1.0, 20
+epochs, prompt 256 / sequence 512 tokens, ``kd_ratio`` 1.0, Rouge-L over seeds 10-50 with
+top-k 0 / top-p 1.0 / temperature 1.0 sampling. The ``ea:`` section is
 :class:`eakd.core.EASettings`, the same as in every engine; the LLM recipes set ``T' = 1`` and
 sequence-level weights there.
 """

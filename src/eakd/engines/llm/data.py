@@ -7,7 +7,7 @@ the instruction-following sets of DistiLLM / MiniLLM (Dolly, SelfInst, Vicuna, S
 
 Training sequences are ``prompt + response + EOS``; labels are ``-100`` on the prompt and on
 padding, so only the predictions of response tokens (including the first one, predicted from
-the last prompt token, and the EOS) count (METHODS.md 11.1-11.2).
+the last prompt token, and the EOS) count.
 """
 
 from __future__ import annotations

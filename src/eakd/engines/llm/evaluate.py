@@ -1,6 +1,6 @@
 """Sampling-based generation and Rouge-L, over several seeds, per dataset and averaged.
 
-The protocol of DistiLLM / MiniLLM as reported in EA-KD's Table 7 (METHODS.md 11.1): sample
+The protocol of DistiLLM / MiniLLM as reported in EA-KD's Table 7: sample
 with top-k 0, top-p 1.0, temperature 1.0 (no_repeat_ngram_size 6), one run per seed (10, 20,
 30, 40, 50), Rouge-L F1 with stemming, the maximum over the references, times 100; the mean
 (and std) over seeds per dataset, then the average over datasets.

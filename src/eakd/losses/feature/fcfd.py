@@ -1,4 +1,4 @@
-"""FCFD: Function-Consistent Feature Distillation (Liu et al., ICLR 2023; METHODS.md section 8).
+"""FCFD: Function-Consistent Feature Distillation (Liu et al., ICLR 2023).
 
 The student and the teacher are split into the same number of stages. Bridges map a stage's
 output from one network's feature space into the other's, so mixed paths can run some stages on
@@ -9,7 +9,7 @@ the teacher's feature space must match the teacher's own map (L2: "appearance" a
 
 Mixed paths keep their own BatchNorm running statistics (one set per path prefix), so neither the
 student's nor the teacher's statistics see them; the student's BN weights are shared. The EA
-weight (not in FCFD's released code; METHODS.md 8.3) multiplies the per-sample terms named in
+weight (not in FCFD's released code) multiplies the per-sample terms named in
 ``ea_targets`` (default: the KL terms).
 """
 
@@ -52,7 +52,7 @@ TEACHER_BN = ("batch", "running")
 def candidate_paths(num_stages: int, mode: str = "bi") -> list[tuple[int, ...]]:
     """FCFD's mixed paths (0 = teacher stage, 1 = student stage), switching once after the
     second stage or later: with 4 stages and ``"bi"``, ``(0,0,1,1), (0,0,0,1), (1,1,0,0),
-    (1,1,1,0)`` (METHODS.md 8.1)."""
+    (1,1,1,0)``."""
     if mode not in PATH_MODES:
         raise ValueError(f"path_mode must be one of {PATH_MODES}, got {mode!r}")
     s = int(num_stages)
@@ -252,7 +252,7 @@ class FCFDLoss(nn.Module):
         num_paths: mixed paths sampled per call, without replacement (2).
         path_mode: ``"bi"`` (both directions), ``"t2s"`` or ``"s2t"``.
         ea_targets: the terms a weighting multiplies, any of ``"kd"``, ``"mix_kd"``, ``"l2"``
-            (default the KL terms; the paper does not say, METHODS.md 8.3).
+            (default the KL terms; the paper does not say).
         teacher_bn: ``"batch"``: during training the teacher's BatchNorm layers normalise with
             batch statistics, as FCFD's teacher left in train mode does, while their running
             statistics stay untouched; ``"running"``: the teacher's own forward uses its

@@ -1,7 +1,7 @@
 """ReviewKD: knowledge review with attention-based fusion (ABF) and the hierarchical context loss.
 
 Chen, Liu, Zhao and Jia, "Distilling Knowledge via Knowledge Review", CVPR 2021, as used by
-mdistiller and by EA-KD's released ``ReviewKD.py`` (METHODS.md section 7). The loss is computed
+mdistiller and by EA-KD's released ``ReviewKD.py``. The loss is computed
 per sample (mean over C, H, W of each sample), so the EA weight of a sample, taken from the final
 logits, multiplies that sample's loss at every level and every pooled sub-level, and the batch
 mean happens once, in :func:`eakd.core.reduce`.
@@ -44,7 +44,7 @@ def hcl_per_sample(
     where ``MSE_n`` is the mean over (C, h, w) of sample n, ``P_l`` adaptive average pooling to
     ``l x l`` and ``l_1, l_2, ...`` the entries of ``pool_sizes`` smaller than ``h`` (k counts the
     used ones). With every sample weighted 1, the batch mean of the result is the original
-    ReviewKD loss (METHODS.md 7.3).
+    ReviewKD loss.
 
     Args:
         student_feats, teacher_feats: matching lists of ``(N, C, h, w)`` maps.
@@ -129,7 +129,7 @@ def reviewkd_levels(feats: Any, role: str, preact: bool = False) -> list[torch.T
     the pooled feature as a ``1x1`` map.
 
     ``feats`` is the zoo's feature dict (``preact`` picks ``preact_feats`` over ``feats``; the
-    teacher side always uses pre-activations, METHODS.md 7.1) or an explicit list of maps, used as
+    teacher side always uses pre-activations) or an explicit list of maps, used as
     given (a 2-D ``(N, D)`` entry becomes ``(N, D, 1, 1)``).
     """
     if isinstance(feats, Mapping):
