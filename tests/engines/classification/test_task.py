@@ -90,7 +90,7 @@ def test_ctkd_temperature_is_trainable_and_scheduled():
 @pytest.mark.parametrize("ls", [False, True], ids=["mld", "mld+ls"])
 def test_mld_objective(official, ea, ls):
     """MLD (and MLD+LS: standardised logits in every KD_T term, raw ones in the class/batch
-    consistency terms, METHODS.md 5.4.5) against the terms written out."""
+    consistency terms) against the terms written out."""
     task = _task(
         "mld", ea=ea, ce_weight=0.1, kd_weight=0.9, mld_official=official, loss={"standardize": ls}
     )
