@@ -57,7 +57,28 @@ def transformers_offline():
         import transformers
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise ImportError("LLM distillation needs transformers: pip install 'eakd[llm]'") from exc
+    _quiet_libraries(transformers)
     return transformers
+
+
+def _quiet_libraries(transformers) -> None:
+    """eakd prints its own progress: the libraries' progress bars (loading and writing weights)
+    and their informational warnings stay out of it, errors still show. ``EAKD_DEBUG=1`` keeps
+    everything."""
+    if os.environ.get("EAKD_DEBUG", "") not in ("", "0"):
+        return
+    import logging
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        disable_progress_bars()
+    for name in ("accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _check_path(path: str | os.PathLike[str], gguf_file: str | None, what: str) -> Path:
