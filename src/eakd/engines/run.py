@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ __all__ = [
     "previous_checkpoint",
     "save_checkpoint",
     "save_state",
+    "start_trackers",
     "write_json",
 ]
 
@@ -594,7 +595,10 @@ class RunLogger:
     Each CSV row is written and flushed at once, so a stopped run keeps every finished row. On
     resume, rows past ``resume_at`` (by ``step_key``) belong to the stopped run and are dropped.
     ``path`` names another CSV of the run (e.g. :attr:`RunDir.eval_log`); TensorBoard scalars
-    of every logger of a run go to the same events folder.
+    of every logger of a run go to the same events folder. ``trackers`` names experiment
+    trackers (:func:`start_trackers`; ``config`` is logged as their hyper-parameters) that get
+    every numeric column of every row at its step, or passes another logger's started
+    ``.trackers`` to share them.
     """
 
     def __init__(
@@ -605,6 +609,8 @@ class RunLogger:
         step_key: str = "epoch",
         say: Any = None,
         path: Path | None = None,
+        trackers: Sequence[str] = (),
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.path = run.train_log if path is None else path
         self.step_key = step_key
@@ -632,6 +638,10 @@ class RunLogger:
             else:
                 purge = None if resume_at is None else resume_at + 1
                 self.writer = SummaryWriter(str(run.tensorboard), purge_step=purge)
+        # names start trackers this logger owns; started trackers (another logger's
+        # ``.trackers``) are shared and closed by their owner
+        self.owns_trackers = all(isinstance(t, str) for t in trackers)
+        self.trackers = start_trackers(trackers, run, config) if self.owns_trackers else trackers
 
     def log(self, row: dict[str, Any]) -> None:
         new = self.fields is None
@@ -643,13 +653,66 @@ class RunLogger:
                 writer.writeheader()
             writer.writerow(row)
             fh.flush()
+        step = int(row.get(self.step_key, 0))
+        scalars = {
+            k: v
+            for k, v in row.items()
+            if k != self.step_key and isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if self.writer is not None:
-            step = int(row.get(self.step_key, 0))
-            for k, v in row.items():
-                if k != self.step_key and isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.writer.add_scalar(k, v, step)
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+        for tracker in self.trackers:
+            tracker.log(scalars, step=step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+        if self.owns_trackers:
+            for tracker in self.trackers:
+                tracker.finish()
+        self.trackers = []
+
+
+def start_trackers(
+    names: Sequence[str], run: RunDir, config: dict[str, Any] | None = None
+) -> list[Any]:
+    """Experiment trackers by the names Accelerate's ``log_with`` takes (``wandb``, ``mlflow``,
+    ``comet_ml``, ``aim``, ``clearml``, ``dvclive``, ``trackio``, ... and any class registered
+    with ``accelerate.tracking.register_tracker_class``), started as
+    ``Accelerator.init_trackers`` starts them: project = the run's name, logging directory =
+    ``<run>/trackers``, then the run's config as their hyper-parameters. Their own settings
+    (entity, tracking URI, offline mode) come from their environment variables. TensorBoard is
+    the engines' ``tensorboard`` switch, not a tracker here."""
+    if not names:
+        return []
+    try:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+    except ImportError as exc:
+        raise ImportError(
+            "experiment trackers go through Accelerate: pip install accelerate (in 'eakd[llm]')"
+        ) from exc
+    import importlib.util
+
+    trackers = []
+    for name in names:
+        if name == "tensorboard":
+            raise ConfigError(
+                "tensorboard is not a tracker here: use the engine's tensorboard switch "
+                "(log.tensorboard / train.tensorboard: true)"
+            )
+        cls = LOGGER_TYPE_TO_CLASS.get(name)
+        if cls is None:
+            known = ", ".join(sorted(n for n in LOGGER_TYPE_TO_CLASS if n != "tensorboard"))
+            raise ConfigError(f"unknown tracker {name!r}; Accelerate knows {known}")
+        builtin = cls.__module__ == "accelerate.tracking"
+        if builtin and importlib.util.find_spec(name) is None:
+            raise ImportError(f"the {name} tracker is not installed: pip install {name}")
+        args = (run.root.name, str(run.root / "trackers"))
+        tracker = cls(*args[: 2 if cls.requires_logging_directory else 1])
+        tracker.start()
+        if config is not None:
+            tracker.store_init_configuration(config)
+        trackers.append(tracker)
+    return trackers

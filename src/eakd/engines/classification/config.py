@@ -157,9 +157,13 @@ class LogConfig:
     which the student's weights are kept as ``checkpoints/epochNNNN.pt`` (``{"model":
     state_dict, "epoch", "arch", "config"}``, like ``best.pt``): what the per-epoch loss
     landscapes, Area@level and t-SNE of ``eakd analyze`` read (the paper shows epochs 40, 120
-    and 240 of 240)."""
+    and 240 of 240).
+
+    ``trackers`` lists experiment trackers by the names Accelerate's ``log_with`` takes
+    (``wandb``, ``mlflow``, ``comet_ml``, ...): every epoch's row goes to them as well."""
 
     tensorboard: bool = True
+    trackers: list[str] = field(default_factory=list)
     diagnostics: bool = True
     test_entropies: bool = True
     entropy_bins: int = 1024

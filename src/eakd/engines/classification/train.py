@@ -67,6 +67,7 @@ RESUMABLE_CHANGES = (
     "train.threads",
     "data.num_workers",
     "log.tensorboard",
+    "log.trackers",
     "log.save_epochs",  # snapshots are read-only copies: training is the same without them
 )
 
@@ -308,7 +309,14 @@ def train(
         run.start()
         run.write_config(to_dict(cfg))
         resume_at = start_epoch - 1 if state is not None else None
-        logger = RunLogger(run, resume_at, tensorboard=cfg.log.tensorboard, say=say)
+        logger = RunLogger(
+            run,
+            resume_at,
+            tensorboard=cfg.log.tensorboard,
+            say=say,
+            trackers=cfg.log.trackers,
+            config=to_dict(cfg),
+        )
         if state is None:
             run.reset_diagnostics()
             for path in list_snapshots(run).values():  # another run's, left in this folder

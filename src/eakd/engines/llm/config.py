@@ -160,7 +160,8 @@ class TrainConfig:
     ``log_every_steps`` steps a row goes to ``train_log.csv`` (and TensorBoard) and, with
     ``progress``, a line to stdout. A run saves its resumable state every ``save_every_steps``
     steps, else after every epoch. A finite loss above ``loss_ceiling`` warns once that the run
-    is probably diverging (0: never)."""
+    is probably diverging (0: never). ``trackers`` lists experiment trackers by the names
+    Accelerate's ``log_with`` takes (``wandb``, ``mlflow``, ``comet_ml``, ...)."""
 
     epochs: int = 20
     max_steps: int | None = None
@@ -180,6 +181,7 @@ class TrainConfig:
     tensorboard: bool = True
     save_every_steps: int | None = None
     loss_ceiling: float = 1e4
+    trackers: list[str] = field(default_factory=list)
     log_every_steps: int = 10
     select_best: bool = True
     valid_seeds: list[int] = field(default_factory=lambda: [10])

@@ -98,6 +98,7 @@ RESUMABLE_CHANGES = (
     "train.epochs",  # when the schedule extends exactly (a constant one)
     "train.max_steps",
     "train.loss_ceiling",
+    "train.trackers",
     "train.device",
     "train.threads",
     "train.progress",
@@ -575,7 +576,15 @@ def train(
         run.create()
         run.write_config(to_dict(cfg))
         resume_at = state["step"] if resume else None
-        logger = RunLogger(run, resume_at, tensorboard=t.tensorboard, step_key="step", say=say)
+        logger = RunLogger(
+            run,
+            resume_at,
+            tensorboard=t.tensorboard,
+            step_key="step",
+            say=say,
+            trackers=t.trackers,
+            config=to_dict(cfg),
+        )
 
     # -- the loop -------------------------------------------------------------------------------
     started = time.time()
