@@ -336,3 +336,42 @@ def test_bad_library_call(fn, exc, want):
 
 def test_the_battery_is_large_enough():
     assert len(CASES) + len(LIBRARY) >= 40
+
+
+#: Packages of the optional extras, made unimportable to stand for ``pip install eakd`` alone.
+EXTRA_PACKAGES = [
+    "numpy", "yaml", "torchvision", "tqdm", "mnist1d", "PIL", "transformers", "accelerate",
+    "matplotlib", "sklearn", "pycocotools", "tensorboard", "peft", "trl", "timm",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["demo"], "vision"),
+        (["demo", "--task", "detection"], "vision"),
+        (["train", "configs/cifar100/kd/resnet32x4_resnet8x4.yaml"], "vision"),
+        (["detect", "train", "configs/detection_demo/kd.yaml"], "detection"),
+        (["llm", "train", "configs/llm/dolly/kd/gpt2-xl_gpt2.yaml"], "vision"),
+        (["analyze", "."], "analysis"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_core_only_install(argv, extra, tmp_path):
+    """Without any extra, every command is one line naming the extra to install."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        f"import sys; sys.modules.update(dict.fromkeys({EXTRA_PACKAGES!r})); "
+        f"from eakd.cli import main; sys.exit(main({argv!r}))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("eakd: error: "), proc.stderr
+    assert f"pip install 'eakd[{extra}]'" in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr

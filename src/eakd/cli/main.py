@@ -119,6 +119,11 @@ def _is_override(arg: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    # torch warns on import when numpy is absent (a core-only install): eakd needs numpy only
+    # where an extra installs it, and says so then
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse(parser, argv)
