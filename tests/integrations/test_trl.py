@@ -327,6 +327,22 @@ def test_trainer_needs_the_ea_config(tmp_path, student, teacher, tokenizer):
         )
 
 
+def test_a_dataset_without_a_prompt_column_is_refused(tmp_path, student, teacher, tokenizer):
+    from datasets import Dataset
+
+    questions = Dataset.from_dict({"question": ["w1 w2", "w3"]})
+    for key in ("train_dataset", "eval_dataset"):
+        data = {"train_dataset": _prompts(), key: questions}
+        with pytest.raises(ValueError, match=rf"{key} has columns \['question'\] .* 'prompt'"):
+            EADistillationTrainer(
+                model=student,
+                teacher_model=teacher,
+                args=_config(EADistillationConfig, tmp_path),
+                processing_class=tokenizer,
+                **data,
+            )
+
+
 def test_missing_trl_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "trl", None)  # import trl -> ImportError
     monkeypatch.delitem(sys.modules, "eakd.integrations.trl")

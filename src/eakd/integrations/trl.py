@@ -193,6 +193,22 @@ def _full(t: torch.Tensor | None) -> torch.Tensor | None:
     return t
 
 
+def _check_prompt_column(dataset: Any, name: str) -> None:
+    """TRL's distillation trainer samples completions for a ``prompt`` column: say so before
+    the models load, not as a KeyError in the first step."""
+    if isinstance(dataset, dict):
+        for key, part in dataset.items():
+            _check_prompt_column(part, f"{name}[{key!r}]")
+        return
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "prompt" not in columns:
+        raise ValueError(
+            f"{name} has columns {list(columns)} but TRL's distillation trainer needs a "
+            "'prompt' column (text, or chat messages); rename or map yours, e.g. "
+            "dataset.rename_column('question', 'prompt')"
+        )
+
+
 class EADistillationTrainer(trl.DistillationTrainer):
     """TRL's :class:`~trl.DistillationTrainer` with eakd's chunked (EA-)KD loss.
 
@@ -215,6 +231,8 @@ class EADistillationTrainer(trl.DistillationTrainer):
                 f"args must be an EADistillationConfig (TRL's DistillationConfig with the EA "
                 f"options), got {type(args).__name__}"
             )
+        for key in ("train_dataset", "eval_dataset"):
+            _check_prompt_column(kwargs.get(key), key)
         super().__init__(model, teacher_model, args, **kwargs)
         check_head(self.model, "student", _SOFTCAP_HINT)
         if self.teacher_model is not None:
