@@ -88,7 +88,7 @@ def demo_configs(
     """The four runs, in ``out/<name>``: ``teacher``, then the student with ``plain``, ``kd``
     and ``ea_kd``."""
     data = DataConfig(**paths, batch_size=s.batch_size, eval_batch_size=16, workers=0)
-    # a checkpoint every 100 iterations: a stopped demo resumes where it was (about 2 % slower)
+    # a checkpoint every 100 iterations: a stopped demo resumes where it was
     train = TrainConfig(seed=s.seed, log_every=50, checkpoint_every=100, eval_every=0)
 
     def optim(lr: float, iters: int) -> OptimConfig:
