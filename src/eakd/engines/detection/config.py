@@ -91,7 +91,8 @@ class TrainConfig:
     (autocast); ``grad_clip`` clips the global gradient norm (``None``: off). ``log_every``,
     ``eval_every`` and ``checkpoint_every`` count iterations (0: at the end only). ``threads``
     sets torch's CPU threads (``None``: torch's default). A finite loss above ``loss_ceiling``
-    warns once that the run is probably diverging (0: never). ``trackers`` lists experiment
+    warns once that the run is probably diverging (0: never). ``tensorboard`` writes the logged
+    rows as TensorBoard events too (when it is installed); ``trackers`` lists experiment
     trackers by the names Accelerate's ``log_with`` takes (``wandb``, ``mlflow``, ...).
     """
 
@@ -106,6 +107,7 @@ class TrainConfig:
     eval_every: int = 0
     checkpoint_every: int = 5000
     loss_ceiling: float = 1e4
+    tensorboard: bool = True
     trackers: list[str] = field(default_factory=list)
 
 

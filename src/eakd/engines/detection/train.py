@@ -66,7 +66,7 @@ RESUMABLE_CHANGES = (
     "name", "output_dir", "data.workers", "data.eval_batch_size", "optim.max_iters",
     "train.seed", "train.precision", "train.device", "train.threads", "train.deterministic",
     "train.progress", "train.log_every", "train.eval_every", "train.checkpoint_every",
-    "train.loss_ceiling", "train.trackers",
+    "train.loss_ceiling", "train.tensorboard", "train.trackers",
 )  # fmt: skip
 
 
@@ -336,10 +336,21 @@ def train(
         run.create()
         kept = start if state is not None else None
         train_log = RunLogger(
-            run, resume_at=kept, step_key="iteration", trackers=tc.trackers, config=cfg.to_dict()
+            run,
+            resume_at=kept,
+            tensorboard=tc.tensorboard,
+            step_key="iteration",
+            say=print,
+            trackers=tc.trackers,
+            config=cfg.to_dict(),
         )
         eval_log = RunLogger(
-            run, kept, step_key="iteration", path=run.eval_log, trackers=train_log.trackers
+            run,
+            kept,
+            tensorboard=tc.tensorboard,
+            step_key="iteration",
+            path=run.eval_log,
+            trackers=train_log.trackers,
         )
     if state is not None:
         # restored last: everything above may draw random numbers
