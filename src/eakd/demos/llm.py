@@ -34,7 +34,7 @@ from ..engines.llm.evaluate import GenerationConfig, evaluate_rouge
 from ..engines.llm.models import layer_subset_student, load_causal_lm, load_tokenizer
 from ..losses.token import ChunkedTokenDistillation
 
-__all__ = ["DemoSettings", "find_smollm2", "load_chatterbot_pairs", "run_demo"]
+__all__ = ["DemoSettings", "find_smollm2", "freeze_embeddings", "load_chatterbot_pairs", "run_demo"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -114,7 +114,7 @@ def load_chatterbot_pairs(language: str = "english") -> list[Example]:
     return pairs
 
 
-def _freeze_embeddings(model) -> None:
+def freeze_embeddings(model) -> None:
     model.get_input_embeddings().weight.requires_grad_(False)
     head = model.get_output_embeddings()
     head.weight.requires_grad_(False)
@@ -125,7 +125,7 @@ def _freeze_embeddings(model) -> None:
 def _train_student(method, teacher, batches, teacher_hidden, s: DemoSettings, say):
     torch.manual_seed(s.seed)
     student = layer_subset_student(teacher, s.student_layers).requires_grad_(True)
-    _freeze_embeddings(student)
+    freeze_embeddings(student)
     student.train()
     kd = 0.0 if method == "SFT" else s.kd_ratio
     loss_fn = ChunkedTokenDistillation(
