@@ -14,9 +14,11 @@ and ``w = 1`` except on the EA paths. The paths:
 
 =====================  ========================================================================
 eakd EA token          ``ChunkedTokenDistillation("jsd", beta, weighting="gkd",
-                       ea=EASettings(enabled=True, granularity="item", temperature=T'))``
-eakd EA sequence       the same with ``granularity="sequence"``
-eakd EA off            the same with ``ea=False`` (``w = 1``)
+                       ea=EASettings(enabled=True, granularity="item", temperature=T'),
+                       compile=True)``: closed-form gradients, the chunk step compiled
+eakd EA token eager    the same with ``compile=False``
+eakd EA sequence       the same with ``granularity="sequence"`` (compiled, and ``eager``)
+eakd EA off            the same with ``ea=False`` (``w = 1``; compiled, and ``eager``)
 Liger compiled         ``liger_kernel.chunked_loss.LigerFusedLinearJSDLoss(weight_hard_loss=0,
                        weight_soft_loss=1, beta, compiled=True)``: each chunk's math under
                        ``torch.compile`` (Liger's default)
@@ -31,8 +33,10 @@ Conventions, aligned exactly: Liger's and TRL's ``beta`` weight the teacher in t
 KL), which is eakd's ``jsd`` with ``weighting="gkd"`` (eakd's default ``interpolate`` swaps the
 two KL weights; at ``beta = 0.5`` both are the symmetric JSD). All at temperature 1, no ``T^2``
 factor, mean over the valid tokens, the teacher without gradient, no hard-label term. The EA
-weights use ``T'`` (``--entropy-temperature``, 1 as in the LLM recipes). Liger and eakd process
-``--chunk-size`` rows at a time; TRL uses its own fixed tiles (4096 tokens x 32768 vocabulary).
+weights use ``T'`` (``--entropy-temperature``, 1 as in the LLM recipes). Liger processes
+``--chunk-size`` rows at a time (its default, 1024); eakd sizes its chunks by its byte budget
+(``--eakd-chunk-budget`` logits per chunk, its default) unless ``--eakd-chunk-size`` is given;
+TRL uses its own fixed tiles (4096 tokens x 32768 vocabulary).
 
 Measurement. Each path runs in a fresh subprocess on inputs drawn from the same seeded generator
 (identical tensors in every process). The subprocess imports its library and torch's compiler
@@ -43,9 +47,11 @@ them, minus the RSS before the first call. ``ru_maxrss`` is not used: it is a li
 high-water mark that also holds the first call's compile-time peak, and it need not drop after
 the reset once a thread has exited. Where ``clear_refs`` is not writable the peak falls back to
 the lifetime ``VmHWM`` (the table says so). The RSS also counts freed memory the C allocator
-keeps for reuse: glibc returns blocks of 32 MiB and more at once, so with the default chunk
-(1024 rows of a vocabulary >= 8192, float32) the figure follows the live tensors, while small
-chunks can read higher (``held_mb`` in ``--json``: what stayed resident after the first call).
+keeps for reuse: glibc returns blocks of 32 MiB and more at once, but serves smaller ones from
+its heap after a free raised its threshold, so chunks below 32 MiB can read higher than their
+live tensors (``held_mb`` in ``--json``: what stayed resident after the first call).
+``--live-memory`` runs every path with ``MALLOC_MMAP_THRESHOLD_=1048576`` (blocks of 1 MiB and
+more are returned at once), so the figure follows the live tensors for every path alike.
 On CUDA the peak is ``torch.cuda.max_memory_allocated`` over the timed calls, after
 ``reset_peak_memory_stats``, minus the memory allocated before the first call. The time is the
 median of the timed calls (synchronised on CUDA).
@@ -66,6 +72,7 @@ would show at float32).
     python benchmarks/llm_loss_peers.py --quick                # (1024, 256, 16384), float32
     python benchmarks/llm_loss_peers.py --dtype float32 bf16   # all three sizes, both dtypes
     python benchmarks/llm_loss_peers.py --sizes 4096x576x32000 --device cuda
+    python benchmarks/llm_loss_peers.py --quick --paths liger-compiled eakd-ea-token --live-memory
 
 Liger and TRL come from the ``bench`` extra (``pip install 'eakd[bench]'``); a missing one is
 reported and its columns left empty. The ratios are to Liger compiled (to eakd EA off when
@@ -100,8 +107,11 @@ RESULT = "RESULT "
 #: name -> (label, EA mode of its reference, package it needs)
 PATHS = {
     "eakd-ea-token": ("eakd EA token", "item", "eakd"),
+    "eakd-ea-token-eager": ("eakd EA token eager", "item", "eakd"),
     "eakd-ea-sequence": ("eakd EA sequence", "sequence", "eakd"),
+    "eakd-ea-sequence-eager": ("eakd EA seq. eager", "sequence", "eakd"),
     "eakd-off": ("eakd EA off", "off", "eakd"),
+    "eakd-off-eager": ("eakd EA off eager", "off", "eakd"),
     "liger-compiled": ("Liger compiled", "off", "liger-kernel"),
     "liger-eager": ("Liger eager", "off", "liger-kernel"),
     "trl-chunked": ("TRL chunked", "off", "trl"),
@@ -168,14 +178,22 @@ def build_path(name: str, args):
         from eakd.core import EASettings
         from eakd.losses.token import ChunkedTokenDistillation
 
-        if name == "eakd-off":
+        if name.startswith("eakd-off"):
             ea = EASettings(enabled=False)
         else:
-            granularity = "item" if name == "eakd-ea-token" else "sequence"
+            granularity = "item" if name.startswith("eakd-ea-token") else "sequence"
             ea = EASettings(
                 enabled=True, granularity=granularity, temperature=args.entropy_temperature
             )
-        loss = ChunkedTokenDistillation("jsd", beta=beta, weighting="gkd", ea=ea, chunk_size=chunk)
+        loss = ChunkedTokenDistillation(
+            "jsd",
+            beta=beta,
+            weighting="gkd",
+            ea=ea,
+            chunk_size=args.eakd_chunk_size,
+            chunk_budget=args.eakd_chunk_budget,
+            compile=not name.endswith("-eager"),
+        )
         return lambda hs, ws, ht, wt, labels: loss(hs, ws, ht, wt, labels)
     if name.startswith("liger"):
         from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
@@ -329,6 +347,54 @@ def worker(args) -> dict:
     return result | gradient_summary(hs.grad, ws.grad, hs, ws)
 
 
+def interleaved(args) -> dict:
+    """Every path of ``--paths`` in this one process, timed round-robin: ``--rounds`` rounds of
+    one call each, after a first (compiling) call of each. On a shared machine the load then
+    falls on every path alike, which the one-process-per-path timings cannot promise."""
+    n, h, v = args.sizes[0]
+    torch.set_num_threads(args.threads)
+    inputs = make_inputs(n, h, v, DTYPES[args.dtype[0]], args.device)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    fns = {}
+    for name in args.paths:
+        with contextlib.suppress(Exception):
+            fns[name] = build_path(name, args)
+
+    def call(fn):
+        inputs[0].grad = inputs[1].grad = None
+        start = time.perf_counter()
+        fn(*inputs).backward()
+        sync()
+        return time.perf_counter() - start
+
+    first = {name: call(fn) for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(args.rounds):
+        for name, fn in fns.items():
+            times[name].append(call(fn))
+    return {
+        name: {"first_s": first[name], "median_s": statistics.median(t), "min_s": min(t)}
+        for name, t in times.items()
+    }
+
+
+def print_interleaved(res: dict, args) -> None:
+    if "error" in res or "skipped" in res:
+        print(f"interleaved timing: {res.get('error') or res.get('skipped')}")
+        return
+    base = res.get(BASELINE) or res.get("eakd-off")
+    print(
+        f"interleaved in one process, {args.rounds} rounds (ratios to "
+        f"{PATHS[BASELINE if BASELINE in res else 'eakd-off'][0]}):"
+    )
+    for name, r in res.items():
+        print(
+            f"  {PATHS[name][0]:<20} median {r['median_s']:8.3f} s "
+            f"({_ratio(r['median_s'], base and base['median_s']):>5})  min {r['min_s']:8.3f} s "
+            f"({_ratio(r['min_s'], base and base['min_s']):>5})"
+        )
+
+
 def reference(args) -> dict:
     """Full-logit loss and gradients for EA off, token and sequence, one sequence at a time."""
     from eakd import EntropyAdaptive, build_loss
@@ -368,7 +434,7 @@ def reference(args) -> dict:
 # -- parent -------------------------------------------------------------------------------
 
 
-def estimate_mb(name: str, n: int, h: int, v: int, chunk: int) -> float:
+def estimate_mb(name: str, n: int, h: int, v: int, args) -> float:
     """Rough CPU peak of a path above its inputs (float32 intermediates), to skip the ones
     that cannot fit; measured multiples of the largest ``(rows, V)`` float32 tensor."""
     f32 = 4 / 2**20
@@ -376,6 +442,9 @@ def estimate_mb(name: str, n: int, h: int, v: int, chunk: int) -> float:
         return 18 * n * v * f32
     if name == "trl-chunked":
         return 14 * min(n, 4096) * min(v, 32768) * f32 + 3 * n * h * f32
+    chunk = args.chunk_size
+    if name.startswith("eakd"):
+        chunk = args.eakd_chunk_size or max(SEQ_LEN, args.eakd_chunk_budget // v)
     return 16 * min(n, chunk) * v * f32 + 3 * (n + v) * h * f32
 
 
@@ -473,7 +542,13 @@ def run_case(args, n, h, v, dtype_name, versions, env) -> tuple[dict, bool]:
         str(args.entropy_temperature),
         "--repeats",
         str(args.repeats),
+        "--eakd-chunk-budget",
+        str(args.eakd_chunk_budget),
+        "--rounds",
+        str(args.rounds),
     ]
+    if args.eakd_chunk_size:
+        common += ["--eakd-chunk-size", str(args.eakd_chunk_size)]
     ref = None
     if not args.no_check:  # first, like the baseline: what a --deadline cuts is the rest
         ref = run_subprocess(["--reference", *common], env, args)
@@ -486,7 +561,7 @@ def run_case(args, n, h, v, dtype_name, versions, env) -> tuple[dict, bool]:
                 "missing": f"{dist} is not installed: pip install 'eakd[bench]'",
             }
             continue
-        need = estimate_mb(name, n, h, v, args.chunk_size)
+        need = estimate_mb(name, n, h, v, args)
         if not args.device.startswith("cuda") and need > 0.9 * available_mb():
             results[name] = {
                 "skipped": f"needs ~{need:.0f} MB, {available_mb():.0f} MB available",
@@ -497,9 +572,18 @@ def run_case(args, n, h, v, dtype_name, versions, env) -> tuple[dict, bool]:
             if not args.warm_cache:
                 worker_env["TORCHINDUCTOR_CACHE_DIR"] = cache
                 worker_env["TRITON_CACHE_DIR"] = os.path.join(cache, "triton")
+            if args.live_memory:
+                worker_env["MALLOC_MMAP_THRESHOLD_"] = str(2**20)
             results[name] = run_subprocess(["--worker", name, *common], worker_env, args)
         print(f"  {PATHS[name][0]}: {_status(results[name])}", file=sys.stderr, flush=True)
     ok = print_case(args, n, h, v, dtype, results, ref)
+    if args.rounds:
+        paths = [p for p in args.paths if "time_s" in results.get(p, {})]
+        with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+            worker_env = dict(env, TORCHINDUCTOR_CACHE_DIR=cache)
+            res = run_subprocess(["--interleaved", *common, "--paths", *paths], worker_env, args)
+        print_interleaved(res, args)
+        results["interleaved"] = res
     return results, ok
 
 
@@ -525,7 +609,7 @@ def print_case(args, n, h, v, dtype, results, ref) -> bool:
         f"peak memory above the inputs; ratios to {PATHS[base_name][0]}"
     )
     header = (
-        f"{'path':<18} {'time s':>8} {'ratio':>6} {'peak MB':>8} {'ratio':>6} "
+        f"{'path':<20} {'time s':>8} {'ratio':>6} {'peak MB':>8} {'ratio':>6} "
         f"{'1st call s (+extra)':>19} {'loss':>11} {'|grad h|':>10} {'|grad W|':>10}  check"
     )
     print(header)
@@ -534,7 +618,7 @@ def print_case(args, n, h, v, dtype, results, ref) -> bool:
     for name in args.paths:
         res, label = results[name], PATHS[name][0]
         if "time_s" not in res:
-            print(f"{label:<18} {_status(res)}")
+            print(f"{label:<20} {_status(res)}")
             ok = ok and "error" not in res
             continue
         if ref is None:
@@ -551,7 +635,7 @@ def print_case(args, n, h, v, dtype, results, ref) -> bool:
         # the first call's excess over a steady call: torch.compile's compile time, or warm-up
         first = f"{res['first_s']:.2f} (+{max(res['first_s'] - res['time_s'], 0):.2f})"
         print(
-            f"{label:<18} {res['time_s']:8.3f} {_ratio(res['time_s'], base.get('time_s')):>6} "
+            f"{label:<20} {res['time_s']:8.3f} {_ratio(res['time_s'], base.get('time_s')):>6} "
             f"{peak:>8} {_ratio(res['peak_mb'], base.get('peak_mb')):>6} "
             f"{first:>19} {res['loss']:11.6f} {res['grad_h_norm']:10.3e} "
             f"{res['grad_w_norm']:10.3e}  {check}"
@@ -607,7 +691,21 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, help="timed calls after the first (3 on the CPU, 10 on CUDA)"
     )
-    parser.add_argument("--chunk-size", type=int, default=1024, help="rows per chunk (eakd, Liger)")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="rows per chunk (Liger)")
+    parser.add_argument(
+        "--eakd-chunk-size", type=int, help="rows per eakd chunk (default: from its budget)"
+    )
+    parser.add_argument(
+        "--eakd-chunk-budget",
+        type=int,
+        default=None,
+        help="logits per eakd chunk (default: eakd's DEFAULT_CHUNK_BUDGET)",
+    )
+    parser.add_argument(
+        "--live-memory",
+        action="store_true",
+        help="MALLOC_MMAP_THRESHOLD_=1048576 in every path: the peak follows the live tensors",
+    )
     parser.add_argument("--beta", type=float, default=0.5, help="JSD beta (Liger/TRL meaning)")
     parser.add_argument(
         "--entropy-temperature", type=float, default=1.0, help="EA's T' (the LLM recipes' 1)"
@@ -622,16 +720,36 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", choices=list(PATHS), help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="also time the paths round-robin in one process, this many rounds (0: off)",
+    )
     args = parser.parse_args()
     args.deadline_at = time.monotonic() + (args.deadline or math.inf)
+    if args.eakd_chunk_budget is None:
+        src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+        if os.path.isdir(src) and src not in sys.path:  # a source checkout, as the workers
+            sys.path.insert(0, src)
+        from eakd.losses.token.chunked import DEFAULT_CHUNK_BUDGET
+
+        args.eakd_chunk_budget = DEFAULT_CHUNK_BUDGET
     args.sizes = args.sizes or (SIZES[:1] if args.quick else SIZES)
     if args.repeats is None:
         args.repeats = 10 if args.device.startswith("cuda") else 3
-    if args.worker or args.reference:
+    if args.worker or args.reference or args.interleaved:
         import warnings
 
         warnings.filterwarnings("ignore")
-        out = worker(args) if args.worker else reference(args)
+        out = (
+            worker(args)
+            if args.worker
+            else interleaved(args)
+            if args.interleaved
+            else reference(args)
+        )
         print(RESULT + json.dumps(out), flush=True)
         return 0
     sys.stdout.reconfigure(line_buffering=True)  # the table in order with the progress lines
@@ -644,10 +762,16 @@ def main() -> int:
         f"torch {torch.__version__}, eakd {package_version('eakd')}, "
         + ", ".join(f"{d} {ver or 'not installed'}" for d, ver in versions.items())
     )
+    eakd_chunk = (
+        f"{args.eakd_chunk_size} rows"
+        if args.eakd_chunk_size
+        else f"budget {args.eakd_chunk_budget} logits"
+    )
     print(
-        f"device: {device_name(args.device, args.threads)}; chunk {args.chunk_size} rows, "
-        f"JSD beta {args.beta}, EA T' {args.entropy_temperature}, "
+        f"device: {device_name(args.device, args.threads)}; Liger chunk {args.chunk_size} rows, "
+        f"eakd chunk {eakd_chunk}, JSD beta {args.beta}, EA T' {args.entropy_temperature}, "
         f"{'warm' if args.warm_cache else 'empty'} inductor cache per process"
+        + (", live memory (MALLOC_MMAP_THRESHOLD_=1 MiB)" if args.live_memory else "")
     )
     for dist, ver in versions.items():
         if ver is None:

@@ -255,3 +255,231 @@ def test_num_items_must_be_a_positive_count():
         loss(hs, ws, ht, wt, labels, num_items=torch.tensor(30)),
         loss(hs, ws, ht, wt, labels, num_items=30),
     )
+
+
+DIVERGENCE_CASES = [
+    ("forward_kl", {}),
+    ("forward_kl", {"form": "cross_entropy"}),
+    ("reverse_kl", {}),
+    ("jsd", {"beta": 0.3}),
+    ("jsd", {"beta": 0.7, "weighting": "gkd"}),
+    ("jsd", {"beta": 1.0}),
+    ("skew_kl", {"alpha": 0.2}),
+    ("skew_kl", {"form": "cross_entropy"}),
+    ("skew_reverse_kl", {"alpha": 0.3}),
+    ("tvd", {}),
+]
+
+
+@pytest.mark.parametrize("granularity", ["item", "sequence"])
+@pytest.mark.parametrize(("name", "prm"), DIVERGENCE_CASES)
+def test_every_divergence_at_temperature_two_with_ce_and_masked_rows(name, prm, granularity):
+    """Closed-form chunk gradients at T = 2 (T' = 1.5, CE on, masked rows, chunks that do not
+    divide the rows) against autograd through the full logits."""
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=11)
+    labels[1] = -100  # a fully masked sequence
+    settings = EASettings(enabled=True, temperature=1.5, granularity=granularity)
+    loss = ChunkedTokenDistillation(
+        name, ea=settings, temperature=2.0, chunk_size=4, kd_weight=0.7, ce_weight=0.3, **prm
+    )
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    zs = hs @ ws.t() + bs
+    zt = ht @ wt.t() + bt
+    per, _, _ = token_divergence(zs, zt, labels, divergence=name, temperature=2.0, **prm)
+    mask = labels != -100
+    h_s, h_t = ref.entropy(zs.detach(), 1.5).float(), ref.entropy(zt, 1.5).float()
+    if granularity == "sequence":
+        m = mask.float()
+        h_s = ((h_s * m).sum(1) / m.sum(1).clamp_min(1)).unsqueeze(1).expand(B, T)
+        h_t = ((h_t * m).sum(1) / m.sum(1).clamp_min(1)).unsqueeze(1).expand(B, T)
+    w = ref.ea_weight(h_s, h_t, math.log(V)).float()
+    ce = torch.nn.functional.cross_entropy(zs.reshape(-1, V), labels.reshape(-1))
+    expected = 0.7 * reduce(per, weight=w, mask=mask) + 0.3 * ce
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss.last_stats.per_item[mask], per.detach()[mask])
+    torch.testing.assert_close(loss.last_stats.weights[mask], w[mask])
+    assert loss.last_terms["ce"] == pytest.approx(float(ce.detach()), rel=1e-5)
+
+
+def test_masked_vocabulary_entries_fall_back_to_the_support_convention():
+    """-inf teacher logits (a padded vocabulary) drop those entries from both distributions,
+    as the full-logit losses do: the chunk's non-finite check sends the call to that path."""
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=12)
+    bt = bt.clone()
+    bt[-3:] = -math.inf
+    loss = ChunkedTokenDistillation("reverse_kl", granularity="sequence", chunk_size=5)
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    expected = _full_reference(
+        hs, ws, bs, ht, wt, bt, labels, "reverse_kl", {}, True, "sequence", 3.0, None
+    )
+    assert math.isfinite(float(got.detach()))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_non_finite_logits_are_named_once_at_the_end():
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=13)
+    hs = hs.detach().clone()
+    hs[2, 4, 0] = math.nan
+    loss = ChunkedTokenDistillation("jsd", chunk_size=4)
+    with pytest.raises(ValueError, match="non-finite distillation loss: student logits"):
+        loss(hs, ws, ht, wt, labels)
+    ht = ht.clone()
+    ht[0, 5, 1] = math.inf
+    with pytest.raises(ValueError, match="teacher logits has NaN or inf"):
+        loss(hs.nan_to_num(), ws, ht, wt, labels)
+
+
+def test_chunk_rows_come_from_the_budget_unless_chunk_size_is_given(monkeypatch):
+    from eakd.losses.token import chunked
+
+    seen = []
+    make = chunked._make_chunks
+    monkeypatch.setattr(
+        chunked, "_make_chunks", lambda m, g, rows: seen.append(rows) or make(m, g, rows)
+    )
+    hs, ws, _bs, ht, wt, _bt, labels = _inputs(seed=14)
+    by_budget = ChunkedTokenDistillation("forward_kl", chunk_budget=4 * V + 3)
+    by_rows = ChunkedTokenDistillation("forward_kl", chunk_size=4, chunk_budget=1)
+    a, b = by_budget(hs, ws, ht, wt, labels), by_rows(hs, ws, ht, wt, labels)
+    assert seen == [4, 4]
+    torch.testing.assert_close(a, b)
+    ChunkedTokenDistillation("forward_kl")(hs, ws, ht, wt, labels)
+    assert seen[-1] == chunked.DEFAULT_CHUNK_BUDGET // V
+    with pytest.raises(ValueError, match="chunk_budget"):
+        ChunkedTokenDistillation("forward_kl", chunk_budget=0)
+    with pytest.raises(ValueError, match="compile must be"):
+        ChunkedTokenDistillation("forward_kl", compile="yes")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_inputs_match_the_float32_reference_of_the_rounded_inputs(native, monkeypatch):
+    """Logits in the inputs' dtype (no float32 copy of the lm_heads) where products in it are
+    native, else from float32 vocabulary tiles; the softmax math in float32 either way."""
+    from eakd.losses.token import chunked
+
+    monkeypatch.setattr(chunked, "_native_matmul", lambda w: native)
+    monkeypatch.setattr(chunked, "TILE_ELEMENTS", 7 * HS)  # several tiles, the last one short
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=15, dtype=torch.bfloat16)
+    loss = ChunkedTokenDistillation("jsd", beta=0.4, granularity="sequence", chunk_size=4)
+    got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    up = [x.detach().float().requires_grad_(True) for x in (hs, ws, bs)]
+    expected = _full_reference(
+        *up,
+        ht.float(),
+        wt.float(),
+        bt.float(),
+        labels,
+        "jsd",
+        {"beta": 0.4},
+        True,
+        "sequence",
+        3.0,
+        None,
+    )
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=1e-3)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, up), strict=True):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g.float(), e, rtol=5e-2, atol=5e-3)
+
+
+def test_without_gradients_only_the_value_is_computed():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=16)
+    loss = ChunkedTokenDistillation("skew_kl", alpha=0.2, chunk_size=3)
+    with torch.no_grad():
+        value = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    assert not value.requires_grad
+    torch.testing.assert_close(
+        value, loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt).detach()
+    )
+
+
+@pytest.mark.slow
+def test_compiled_chunk_step_equals_the_eager_one():
+    """``compile=True`` against ``compile=False``: same values and gradients, chunks of
+    different row counts (the last one shorter) without a failure."""
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=17)
+    kwargs = {"granularity": "sequence", "chunk_size": 4, "ce_weight": 0.2, "beta": 0.3}
+    eager = ChunkedTokenDistillation("jsd", compile=False, **kwargs)
+    compiled = ChunkedTokenDistillation("jsd", compile=True, **kwargs)
+    expected = eager(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    try:
+        got = compiled(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    except Exception as exc:  # no working compiler here (e.g. no C++ toolchain)
+        if "BackendCompilerFailed" in type(exc).__name__ or "Inductor" in str(exc)[:200]:
+            pytest.skip(f"torch.compile is not available: {type(exc).__name__}")
+        raise
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(compiled.last_stats.weights, eager.last_stats.weights)
+    # other row counts (a shorter batch, other chunk sizes) reuse the compiled step
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    compiled(hs[1:], ws, ht[1:], wt, labels[1:], student_bias=bs, teacher_bias=bt)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_auto_compile_falls_back_to_eager_when_compilation_fails(monkeypatch):
+    from eakd.losses.token import chunked
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(chunked, "AUTO_COMPILE_MIN", 1)  # compile even this tiny case
+    monkeypatch.setattr(chunked, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=18)
+    auto = ChunkedTokenDistillation("tvd", chunk_size=4)
+    with pytest.warns(RuntimeWarning, match="torch.compile of the chunk step failed"):
+        got = auto(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    expected = ChunkedTokenDistillation("tvd", chunk_size=4, compile=False)(
+        hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt
+    )
+    torch.testing.assert_close(got, expected)
+    assert auto._compile_failed  # later calls go straight to the eager step
+    forced = ChunkedTokenDistillation("tvd", chunk_size=4, compile=True)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler"):
+        forced(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+
+
+def test_underflowing_mixtures_stay_on_the_closed_form_path(monkeypatch):
+    """Probabilities that underflow on both sides (logits 200 apart) leave the mixture's log
+    finite: no fallback to the autograd path, and the values of the log-space definition."""
+    from eakd.losses.token import chunked
+
+    def no_fallback(*args):
+        raise AssertionError("the autograd fallback ran")
+
+    monkeypatch.setattr(chunked, "_safe_pass", no_fallback)
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=19)
+    bs = bs.detach().clone()
+    bt = bt.clone()
+    bs[:5] -= 200.0
+    bt[:5] -= 200.0
+    bs.requires_grad_(True)
+    for name, prm in (("jsd", {"beta": 0.3}), ("skew_reverse_kl", {"alpha": 0.2})):
+        loss = ChunkedTokenDistillation(name, chunk_size=4, **prm)
+        got = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+        expected = _full_reference(
+            hs, ws, bs, ht, wt, bt, labels, name, prm, True, "item", 3.0, None
+        )
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        for g, e in zip(_grads(got, (hs, ws, bs)), _grads(expected, (hs, ws, bs)), strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_backward_scales_by_the_incoming_gradient_and_can_run_twice():
+    hs, ws, bs, ht, wt, bt, labels = _inputs(seed=20)
+    loss = ChunkedTokenDistillation("jsd", chunk_size=4)
+    out = loss(hs, ws, ht, wt, labels, student_bias=bs, teacher_bias=bt)
+    (g1,) = torch.autograd.grad(out, ws, retain_graph=True)
+    (g3,) = torch.autograd.grad(3.0 * out, ws, retain_graph=True)
+    (again,) = torch.autograd.grad(out, ws)
+    torch.testing.assert_close(g3, 3.0 * g1)
+    torch.testing.assert_close(again, g1)

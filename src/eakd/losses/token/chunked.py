@@ -2,25 +2,36 @@ r"""Memory-flat EA-KD for causal LMs: the loss from final hidden states and ``lm
 
 The full-logit path holds several ``(B*T, V)`` float32 tensors (student and teacher logits, their
 log-softmaxes, the gradient): 0.8 GB each for 4096 tokens and a 49k vocabulary. Here the valid
-tokens are processed ``chunk_size`` rows at a time. For each chunk, in float32, the student and
-teacher logits are formed from the hidden states, the divergence, both entropies and the EA
-weights are computed, and the gradient with respect to the student's hidden states, ``lm_head``
-weight and bias is formed immediately (the design of Liger-Kernel's fused linear distillation,
-Hsu et al. 2024); only ``(B*T, H)`` and ``(V, H)`` gradients outlive a chunk, so peak memory
-does not grow with ``B*T*V``.
+tokens are processed a chunk of rows at a time (``chunk_budget // V`` rows, or ``chunk_size``).
+For each chunk the student and teacher logits are formed from the hidden states (in the
+``lm_head``'s dtype, then upcast to float32), and one step computes the divergence, both
+entropies, the EA weights and the gradient with respect to the chunk's student logits in closed
+form (:mod:`eakd.losses.token.closed_form`: no autograd graph, optionally ``torch.compile``-d);
+the gradients with respect to the student's hidden states, ``lm_head`` weight and bias follow
+from it at once (the design of Liger-Kernel's fused linear distillation, Hsu et al. 2024). Only
+``(B*T, H)`` and ``(V, H)`` gradients outlive a chunk, so peak memory does not grow with
+``B*T*V``, and the host waits on the device once per call (the finiteness check), not per chunk.
 
 Because the EA weights are detached, ``d(w l)/dz = w dl/dz``: the weight only rescales each
 row's gradient, so it is applied inside the chunk. With ``granularity="sequence"`` the chunks
 hold whole sequences, so each chunk has the sequence-mean entropies its weights need and the
 whole computation stays a single pass.
 
+Non-finite values are detected once, at the end of the pass. ``-inf`` logits (masked vocabulary
+entries) then send the call through the autograd path over
+:meth:`eakd.losses.token.divergences.Divergence.rows`, which drops them from both
+distributions; NaN or ``inf`` there raise an error naming the student or teacher logits.
+
 The values and gradients equal those of the full-logit path (the registered token losses with
-:func:`eakd.core.reduce`) up to float rounding; the per-token math is the same code
-(:class:`eakd.losses.token.divergences.Divergence`).
+:func:`eakd.core.reduce`) up to float rounding.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +43,23 @@ from ...core.reduction import check_num_items
 from ...core.settings import EASettings, EAStats
 from ...core.validation import check_finite
 from ...core.weights import segment_means, weights_from_entropies
+from .closed_form import ChunkConfig, chunk_step
 from .divergences import Divergence
 
-__all__ = ["ChunkedTokenDistillation"]
+__all__ = ["AUTO_COMPILE_MIN", "DEFAULT_CHUNK_BUDGET", "ChunkedTokenDistillation"]
+
+
+#: Default chunk budget: rows x V float32 elements of one chunk's logits (32 MB). A chunk holds
+#: a few tensors of that size at its peak, so this bounds the loss's memory whatever the batch.
+DEFAULT_CHUNK_BUDGET = 2**23
+
+#: ``compile="auto"`` compiles the chunk step only when a chunk has at least this many logits:
+#: below it a chunk takes milliseconds in eager mode and the compile time would not pay back.
+AUTO_COMPILE_MIN = 2**20
+
+COMPILE_MODES = ("auto", True, False)
+
+_COMPILED: dict[tuple, Callable[..., Any]] = {}
 
 
 @dataclass
@@ -42,13 +67,14 @@ class _Plan:
     spec: Divergence
     ea: EASettings | None  # None: no EA
     max_entropy: float
-    chunk_size: int
     chunks: list[torch.Tensor]
     segments: list[torch.Tensor | None]
     denom: float
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     labels: torch.Tensor | None = None
+    compile: bool = False
+    owner: Any = None  # the module: told when compilation fails
     stats: dict[str, torch.Tensor] | None = None
     terms: dict[str, torch.Tensor] | None = None
 
@@ -97,36 +123,208 @@ def _chunk_weights(ea: EASettings, h_ub: float, h_s, h_t, seg) -> torch.Tensor:
     return weights_from_entropies(h_s, h_t, h_ub, ea.kind)
 
 
-def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
-    """Loss and gradients for all chunks. ``need`` = (hidden, weight, bias) gradient flags."""
+#: Elements of the float32 vocabulary tile of a ``_Head`` that upcasts (16 MB).
+TILE_ELEMENTS = 2**22
+
+
+def _native_matmul(w: torch.Tensor) -> bool:
+    """Whether products in ``w``'s dtype run natively: always for float32/64 and off the CPU;
+    bfloat16/float16 on a CPU only with oneDNN's support for them (AVX512-BF16, AMX, ...)."""
+    if w.dtype in (torch.float32, torch.float64) or w.device.type != "cpu":
+        return True
+    try:
+        if w.dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # an older or different build: assume emulated
+        return False
+
+
+class _Head:
+    """An ``lm_head`` ``(W, b)`` as the chunk loop uses it: a chunk's logits in float32, and
+    the hidden-state and weight gradients from the chunk's logit gradient.
+
+    The logits are formed in ``W``'s dtype and then upcast: no float32 copy of ``W`` is made.
+    On a CPU without native bfloat16/float16 products (they are emulated there, several times
+    slower than float32), ``W`` is instead upcast one vocabulary tile of
+    :data:`TILE_ELEMENTS` at a time, so the products run in float32 (exactly, from the same
+    values) and the extra memory is one tile.
+    """
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None) -> None:
+        self.w = w
+        self.tiled = not _native_matmul(w)
+        self.dtype = torch.float32 if self.tiled else w.dtype  # of hidden chunks and gradients
+        self.b = b.to(self.dtype) if b is not None else None
+        self.tile = max(1, TILE_ELEMENTS // w.shape[1])
+
+    def _tiles(self):
+        for i in range(0, self.w.shape[0], self.tile):
+            yield slice(i, i + self.tile), self.w[i : i + self.tile].float()
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """``h W^T + b`` for a chunk ``h`` ``(n, H)``, as float32 (float64 for float64)."""
+        h = h.to(self.dtype)
+        if not self.tiled:
+            z = torch.addmm(self.b, h, self.w.t()) if self.b is not None else h @ self.w.t()
+            return z if z.dtype in (torch.float32, torch.float64) else z.float()
+        z = h.new_empty(h.shape[0], self.w.shape[0])
+        for sl, w32 in self._tiles():
+            # a column block of z is a valid BLAS output (leading dimension V): no temporary
+            if self.b is not None:
+                torch.addmm(self.b[sl], h, w32.t(), out=z[:, sl])
+            else:
+                torch.mm(h, w32.t(), out=z[:, sl])
+        return z
+
+    def backward(self, g, h, rows, grad_h, grad_w) -> None:
+        """Add a chunk's gradients: ``grad_h[rows] = g W`` and ``grad_w += g^T h`` (``g`` in
+        ``self.dtype``, ``h`` the chunk's hidden states)."""
+        h = h.to(self.dtype)
+        if self.tiled:
+            gh = h.new_zeros(h.shape) if grad_h is not None else None
+            for sl, w32 in self._tiles():
+                if gh is not None:
+                    gh.addmm_(g[:, sl], w32)
+                if grad_w is not None:
+                    grad_w[sl].addmm_(g[:, sl].t(), h)
+            if gh is not None:
+                grad_h.index_copy_(0, rows, gh)
+            return
+        if grad_h is not None:
+            grad_h.index_copy_(0, rows, g @ self.w)
+        if grad_w is not None:
+            if grad_w.dtype == g.dtype:
+                grad_w.addmm_(g.t(), h)
+            else:  # a bfloat16 / float16 product, summed in float32
+                grad_w += g.t() @ h
+
+
+def _new_state(plan: _Plan, hs, head: _Head, bs, need):
+    """Zeroed gradient buffers and per-row statistics of a pass."""
     n_rows, dev = hs.shape[0], hs.device
-    ws32, wt32 = ws.float(), wt.float()
-    bs32 = bs.float() if bs is not None else None
-    bt32 = bt.float() if bt is not None else None
-    grad_h = torch.zeros(hs.shape, dtype=torch.float32, device=dev) if need[0] else None
-    grad_w = torch.zeros(ws32.shape, dtype=torch.float32, device=dev) if need[1] else None
-    grad_b = torch.zeros(bs32.shape, dtype=torch.float32, device=dev) if need[2] else None
-    total = torch.zeros((), dtype=torch.float32, device=dev)
-    terms = {k: torch.zeros((), dtype=torch.float32, device=dev) for k in ("distill", "ce")}
-    stats = {
+    acc = torch.promote_types(head.w.dtype, torch.float32)
+    grad_h = torch.zeros(hs.shape, dtype=head.dtype, device=dev) if need[0] else None
+    grad_w = torch.zeros(head.w.shape, dtype=acc, device=dev) if need[1] else None
+    grad_b = torch.zeros(bs.shape, dtype=torch.float32, device=dev) if need[2] else None
+    plan.stats = {
         k: torch.zeros(n_rows, dtype=torch.float32, device=dev)
         for k in ("per_item", "weights", "student_entropy", "teacher_entropy")
     }
+    return grad_h, grad_w, grad_b
+
+
+def _step_function(plan: _Plan, cfg: ChunkConfig, largest: int) -> tuple[Callable, bool]:
+    """The chunk step, and whether it is compiled (a compiled step is shared by every loss with
+    the same configuration)."""
+    mode = plan.compile
+    if mode == "auto":
+        mode = largest >= AUTO_COMPILE_MIN and not getattr(plan.owner, "_compile_failed", False)
+    if not mode:
+        return functools.partial(chunk_step, cfg), False
+    key = (cfg.spec.describe(), *(getattr(cfg, f) for f in cfg.__dataclass_fields__ if f != "spec"))
+    step = _COMPILED.get(key)
+    if step is None:
+        step = _COMPILED[key] = torch.compile(functools.partial(chunk_step, cfg))
+    return step, True
+
+
+def _fast_pass(plan, hs, ws, bs, ht, wt, bt, need):
+    """Loss and gradients with the closed-form chunk step; the last value says whether every
+    value was finite (else the caller recomputes with :func:`_safe_pass`)."""
+    dev = hs.device
+    head = _Head(ws, bs)
+    grad_h, grad_w, grad_b = _new_state(plan, hs, head, bs, need)
+    kd = bool(plan.kd_weight)
+    t_head = _Head(wt, bt) if kd else None
+    cfg = ChunkConfig(
+        spec=plan.spec,
+        kd=kd,
+        ce=bool(plan.ce_weight),
+        ea_kind=plan.ea.kind if plan.ea is not None else None,
+        sequence=plan.ea is not None and plan.ea.granularity == "sequence",
+        entropy_temperature=plan.ea.temperature if plan.ea is not None else None,
+        max_entropy=plan.max_entropy,
+        need_grad=any(need),
+        grad_bias=need[2],
+        grad_dtype=head.dtype,
+    )
+    largest = max((len(r) for r in plan.chunks), default=0) * ws.shape[0]
+    step, compiled = _step_function(plan, cfg, largest)
+    kd_scale = torch.tensor(plan.kd_weight / plan.denom, dtype=torch.float32, device=dev)
+    ce_scale = torch.tensor(plan.ce_weight / plan.denom, dtype=torch.float32, device=dev)
+    sums = torch.zeros(3, dtype=torch.float32, device=dev)  # distill, ce, check
+    for rows, seg in zip(plan.chunks, plan.segments, strict=True):
+        h = hs.index_select(0, rows)
+        zs = head.logits(h)
+        zt = t_head.logits(ht.index_select(0, rows)) if kd else None
+        target = plan.labels.index_select(0, rows) if plan.ce_weight else None
+        args = (zs, zt, seg, target, kd_scale, ce_scale)
+        del zs, zt  # the step may overwrite and free them
+        if compiled:
+            for x in args[:4]:
+                if x is not None:  # the last chunk's row count must not recompile
+                    torch._dynamo.maybe_mark_dynamic(x, 0)
+            try:
+                g, g_b, out = step(*args)
+            except Exception as exc:  # any compiler failure falls back to eager
+                if plan.compile is True:
+                    raise
+                _compile_failed(plan, exc)
+                step, compiled = functools.partial(chunk_step, cfg), False
+                g, g_b, out = step(*args)
+        else:
+            g, g_b, out = step(*args)
+        del args
+        for k, st in plan.stats.items():
+            st.index_copy_(0, rows, out[k].to(torch.float32))
+        sums += torch.stack((out["distill"], out["ce"], out["check"])).to(torch.float32)
+        if g is not None:
+            head.backward(g, h, rows, grad_h, grad_w)
+            if grad_b is not None:
+                grad_b += g_b
+        del g
+    distill, ce = sums[0] / plan.denom, sums[1] / plan.denom
+    total = plan.kd_weight * distill + plan.ce_weight * ce
+    plan.terms = {"distill": distill, "ce": ce}
+    return total, grad_h, grad_w, grad_b, math.isfinite(float(sums[2]))
+
+
+def _compile_failed(plan: _Plan, exc: Exception) -> None:
+    if plan.owner is not None:
+        plan.owner._compile_failed = True
+    warnings.warn(
+        f"ChunkedTokenDistillation: torch.compile of the chunk step failed "
+        f"({type(exc).__name__}); using the eager step (pass compile=False to skip the attempt)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _safe_pass(plan, hs, ws, bs, ht, wt, bt, need):
+    """The autograd path over :meth:`Divergence.rows`, used when a chunk met non-finite values:
+    it drops ``-inf`` vocabulary entries (masked logits) from both distributions, and names
+    the input that carried NaN or inf if the loss is still not finite."""
+    dev = hs.device
+    head = _Head(ws, bs)
+    t_head = _Head(wt, bt)
+    grad_h, grad_w, grad_b = _new_state(plan, hs, head, bs, need)
+    stats = plan.stats
+    total = torch.zeros((), dtype=torch.float32, device=dev)
+    terms = {k: torch.zeros((), dtype=torch.float32, device=dev) for k in ("distill", "ce")}
     t_ent = plan.ea.temperature if plan.ea is not None else None
     any_grad = any(need)
     for rows, seg in zip(plan.chunks, plan.segments, strict=True):
-        h = hs[rows].float()
+        h = hs.index_select(0, rows)
         with torch.no_grad():
-            zs = torch.addmm(bs32, h, ws32.t()) if bs32 is not None else h @ ws32.t()
+            zs = head.logits(h).float()
         zs.requires_grad_(any_grad)
         w = None
         with torch.enable_grad():
             chunk_loss = torch.zeros((), dtype=torch.float32, device=dev)
             if plan.kd_weight:  # kd_weight = 0 (plain SFT) skips the teacher entirely
                 with torch.no_grad():
-                    zt = ht[rows].float() @ wt32.t()
-                    if bt32 is not None:
-                        zt += bt32
+                    zt = t_head.logits(ht.index_select(0, rows)).float()
                 per, h_s, h_t = plan.spec.rows(zs, zt, t_ent)
                 check_finite(per.detach(), ("student logits", zs.detach()), ("teacher logits", zt))
                 if plan.ea is not None:
@@ -152,13 +350,9 @@ def _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need):
         if not any_grad:
             continue
         (g,) = torch.autograd.grad(chunk_loss, zs)
-        if grad_h is not None:
-            grad_h[rows] = g @ ws32
-        if grad_w is not None:
-            grad_w.addmm_(g.t(), h)
+        head.backward(g.to(head.dtype), h, rows, grad_h, grad_w)
         if grad_b is not None:
             grad_b += g.sum(0)
-    plan.stats = stats
     plan.terms = terms
     return total, grad_h, grad_w, grad_b
 
@@ -169,20 +363,26 @@ class _ChunkedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, ws, bs, ht, wt, bt, plan):
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        total, gh, gw, gb = _chunked_pass(plan, hs, ws, bs, ht, wt, bt, need)
+        *result, finite = _fast_pass(plan, hs, ws, bs, ht, wt, bt, need)
+        if not finite:  # -inf (masked) logits, or NaN / inf to report
+            result = _safe_pass(plan, hs, ws, bs, ht, wt, bt, need)
+        total, gh, gw, gb = result
         ctx.dtypes = (hs.dtype, ws.dtype, bs.dtype if bs is not None else None)
         ctx.save_for_backward(
             *(g if g is not None else torch.empty(0, device=hs.device) for g in (gh, gw, gb))
         )
         ctx.present = (gh is not None, gw is not None, gb is not None)
-        return total
+        return total.to(torch.float32)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
+        # a loss used as is (grad_output 1, the usual case) hands its buffers over: no copy of
+        # the (V, H) gradient; one host sync per backward, not per chunk
+        one = bool(grad_out == 1)
         grads = []
         for g, present, dtype in zip(ctx.saved_tensors, ctx.present, ctx.dtypes, strict=True):
-            grads.append((g * grad_out).to(dtype) if present else None)
+            grads.append((g if one else g * grad_out).to(dtype) if present else None)
         return grads[0], grads[1], grads[2], None, None, None, None
 
 
@@ -232,9 +432,18 @@ class ChunkedTokenDistillation(nn.Module):
             ``granularity``, ``temperature`` (``T'``), ``max_entropy`` (``None``: ``log V``; set
             it for padded vocabularies) and ``kind``, applied over ``ea``.
         temperature: the distillation temperature ``T`` (1 in DistiLLM).
-        chunk_size: rows per chunk (memory ~ ``chunk_size * V`` floats times a small constant).
+        chunk_size: rows per chunk; ``None`` (the default) takes ``chunk_budget // V`` rows.
             With ``granularity="sequence"`` a chunk holds whole sequences, so it grows to the
             longest sequence's valid-token count when that is larger.
+        chunk_budget: elements of one chunk's ``(rows, V)`` logits when ``chunk_size`` is
+            ``None`` (:data:`DEFAULT_CHUNK_BUDGET`, 32 MB in float32); the loss's peak memory is
+            a few times that, above the ``(B*T, H)`` and ``(V, H)`` gradients.
+        compile: ``torch.compile`` the chunk step (divergence, entropies, weights and logit
+            gradient from the chunk's logits, fused; the matrix products run as they are):
+            ``True``, ``False`` (eager), or
+            ``"auto"`` (the default): compile when a chunk has at least
+            :data:`AUTO_COMPILE_MIN` logits, and fall back to the eager step with a warning if
+            compilation fails. Both compute the same closed-form gradients.
         ignore_index: label value of prompt and padding positions.
         kd_weight, ce_weight: the returned loss is ``kd_weight * L + ce_weight * CE`` with
             ``CE`` the hard-label cross-entropy of the student (``T = 1``, not entropy-weighted,
@@ -260,7 +469,9 @@ class ChunkedTokenDistillation(nn.Module):
         max_entropy: float | None = None,
         kind: str | None = None,
         temperature: float = 1.0,
-        chunk_size: int = 1024,
+        chunk_size: int | None = None,
+        chunk_budget: int = DEFAULT_CHUNK_BUDGET,
+        compile: bool | str = "auto",
         ignore_index: int = -100,
         kd_weight: float = 1.0,
         ce_weight: float = 0.0,
@@ -287,8 +498,20 @@ class ChunkedTokenDistillation(nn.Module):
                 "(both others need every token's logits at once); use the full-logit path "
                 "(EntropyAdaptive over a token loss) for them"
             )
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        if isinstance(chunk_budget, bool) or not isinstance(chunk_budget, int) or chunk_budget < 1:
+            raise ValueError(
+                f"chunk_budget must be a positive integer (elements of a chunk's logits), "
+                f"got {chunk_budget!r}"
+            )
+        if not any(compile is m for m in COMPILE_MODES):
+            raise ValueError(f"compile must be 'auto', True or False, got {compile!r}")
+        self.chunk_budget = chunk_budget
+        self.compile = compile
+        self._compile_failed = False
         self.settings = ea
         self.chunk_size = chunk_size
         self.ignore_index = int(ignore_index)
@@ -354,7 +577,8 @@ class ChunkedTokenDistillation(nn.Module):
         else:
             denom = max(float(valid.sum()), 1.0)
         seq_mask = valid if ea.granularity == "sequence" else valid.reshape(-1)
-        chunks, segments = _make_chunks(seq_mask, ea.granularity, self.chunk_size)
+        rows = self.chunk_size or max(1, self.chunk_budget // student_weight.shape[0])
+        chunks, segments = _make_chunks(seq_mask, ea.granularity, rows)
         h_ub = ea.max_entropy_for(student_weight.shape[0])
         if self.ce_weight and labels is None:
             raise ValueError("ce_weight > 0 needs labels (the hard targets of the CE term)")
@@ -362,13 +586,14 @@ class ChunkedTokenDistillation(nn.Module):
             self.spec,
             ea if ea.enabled else None,
             h_ub,
-            self.chunk_size,
             chunks,
             segments,
             denom,
             self.kd_weight,
             self.ce_weight,
             labels.reshape(-1).clamp_min(0) if labels is not None else None,
+            self.compile,
+            self,
         )
         hs = student_hidden.reshape(-1, student_hidden.shape[-1])
         ht = teacher_hidden.detach().reshape(-1, teacher_hidden.shape[-1])
@@ -376,7 +601,9 @@ class ChunkedTokenDistillation(nn.Module):
         bt = teacher_bias.detach() if teacher_bias is not None else None
         loss = _ChunkedFunction.apply(hs, student_weight, student_bias, ht, wt, bt, plan)
         self._record(plan, valid, lead)
-        self.last_terms = {k: float(v) for k, v in (plan.terms or {}).items()}
+        names = list(plan.terms or {})
+        values = torch.stack([plan.terms[k] for k in names]).tolist() if names else []
+        self.last_terms = dict(zip(names, values, strict=True))
         return loss
 
     def _mask(self, labels, mask, lead, device) -> torch.Tensor:
@@ -411,4 +638,9 @@ class ChunkedTokenDistillation(nn.Module):
 
     def extra_repr(self) -> str:
         ea = ", ".join(f"{k}={v!r}" for k, v in self.settings.to_dict().items())
-        return f"{self.spec.describe()}, ea=EASettings({ea}), chunk_size={self.chunk_size}"
+        size = (
+            f"chunk_size={self.chunk_size}"
+            if self.chunk_size
+            else f"chunk_budget={self.chunk_budget}"
+        )
+        return f"{self.spec.describe()}, ea=EASettings({ea}), {size}, compile={self.compile!r}"
