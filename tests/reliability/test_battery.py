@@ -350,9 +350,9 @@ EXTRA_PACKAGES = [
     [
         (["demo"], "vision"),
         (["demo", "--task", "detection"], "vision"),
-        (["train", "configs/cifar100/kd/resnet32x4_resnet8x4.yaml"], "vision"),
-        (["detect", "train", "configs/detection_demo/kd.yaml"], "detection"),
-        (["llm", "train", "configs/llm/dolly/kd/gpt2-xl_gpt2.yaml"], "vision"),
+        (["train", "{root}/configs/cifar100/kd/resnet32x4_resnet8x4.yaml"], "vision"),
+        (["detect", "train", "{root}/configs/detection_demo/kd.yaml"], "detection"),
+        (["llm", "train", "{root}/configs/llm/dolly/kd/gpt2-xl_gpt2.yaml"], "vision"),
         (["analyze", "."], "analysis"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
@@ -362,13 +362,14 @@ def test_core_only_install(argv, extra, tmp_path):
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
+    argv = [a.replace("{root}", str(root)) for a in argv]
     code = (
         f"import sys; sys.modules.update(dict.fromkeys({EXTRA_PACKAGES!r})); "
         f"from eakd.cli import main; sys.exit(main({argv!r}))"
     )
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

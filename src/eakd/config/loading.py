@@ -117,6 +117,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml_loads(raw) if raw.strip() else ""
+    except ImportError:
+        raise  # no PyYAML: say which extra to install, do not read every value as a string
     except Exception:
         value = raw
     return parts, value
