@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -149,29 +149,36 @@ def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> None:
         fh.write(data)
 
 
-def load_resumable(path: str | os.PathLike[str], warn: Any = None) -> tuple[Any, Path]:
+def load_resumable(
+    path: str | os.PathLike[str],
+    warn: Any = None,
+    read: Callable[[Path, str], Any] = load_state,
+) -> tuple[Any, Path]:
     """Load the resumable checkpoint ``path``; when it is missing or unreadable, fall back to
-    its previous good copy with a one-line warning. Returns ``(state, the file read)``; raises
-    :class:`CheckpointError` naming both files and the way out when neither can be read."""
+    its previous good copy (:func:`previous_checkpoint`) with a one-line warning (``warn``,
+    default: stderr). Returns ``(state, the file or folder read)``; raises
+    :class:`CheckpointError` naming both and the way out when neither can be read. ``read(path,
+    what)`` loads one (default :func:`load_state`; the LLM engine reads its folder) and raises
+    :class:`CheckpointError` for a damaged one."""
     p = Path(path)
     prev = previous_checkpoint(p)
     try:
-        return load_state(p), p
+        return read(p, "checkpoint"), p
     except CheckpointError as exc:
-        if not prev.is_file():
+        if not prev.exists():
             raise CheckpointError(
                 f"{exc}; there is no previous checkpoint ({prev.name}) to fall back to: start "
                 "the run again with --overwrite (it replaces this run), or under another name"
             ) from exc
         first = exc
     try:
-        state = load_state(prev, "previous checkpoint")
+        state = read(prev, "previous checkpoint")
     except CheckpointError as exc:
         raise CheckpointError(
             f"{first}; {exc}: nothing to resume from; start the run again with --overwrite "
             "(it replaces this run), or under another name"
         ) from exc
-    at = f" (epoch {state['epoch']})" if isinstance(state, dict) and "epoch" in state else ""
+    at = next((f" ({k} {state[k]})" for k in ("epoch", "step") if k in state), "")
     message = f"warning: {p} cannot be read; resuming from the previous checkpoint {prev.name}{at}"
     (warn or (lambda m: print(m, file=sys.stderr)))(message)
     return state, prev

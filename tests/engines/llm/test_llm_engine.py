@@ -6,9 +6,7 @@ import copy
 import csv
 import json
 import math
-import os
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -288,7 +286,6 @@ def test_cli_rejects_unknown_config_keys(tiny_models, dolly_file, tmp_path, caps
 
 
 def test_shipped_llm_configs_bind_strictly():
-    from pathlib import Path
 
     from eakd.config import load_config
     from eakd.engines.llm.config import bind_config
@@ -318,7 +315,9 @@ def test_student_cut_from_teacher_layers_trains_with_full_logits(tiny_models, do
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux")
 @pytest.mark.parametrize("chunk_size", [16, None], ids=["chunked", "full-logits"])
-def test_two_ddp_processes_match_one_process(tiny_models, dolly_file, tmp_path, chunk_size):
+def test_two_ddp_processes_match_one_process(
+    tiny_models, dolly_file, tmp_path, chunk_size, torchrun_train
+):
     """torchrun with 2 CPU processes (gloo, through Accelerate) reaches the student weights of
     one process with the same global batch: the token-mean over the whole step (all
     micro-batches, all ranks) keeps sequence-level EA-KD exact under data parallelism."""
@@ -328,19 +327,7 @@ def test_two_ddp_processes_match_one_process(tiny_models, dolly_file, tmp_path, 
         cfg["eval"]["datasets"] = {}
         cfg["loss"]["chunk_size"] = chunk_size
     train(single, quiet=True)
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(multi))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).parents[3] / "src"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "eakd.cli", "llm", "train", str(path), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    torchrun_train(multi)
     one = load_causal_lm(tmp_path / "one" / "final").state_dict()
     two = load_causal_lm(tmp_path / "two" / "final").state_dict()
     start = load_causal_lm(tiny_models["student"]).state_dict()
@@ -378,3 +365,20 @@ def test_per_dataset_example_caps(tiny_models, dolly_file, tmp_path):
     cfg["eval"]["dataset_max_examples"] = {"c": 5}
     with pytest.raises(ValueError, match=r"names \['c'\], which are not in eval.datasets"):
         evaluate(cfg, quiet=True)
+
+
+def test_a_damaged_last_folder_falls_back_to_the_previous_one(run_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    straight = train(run_config(tmp_path / "straight"), quiet=True)
+    train(run_config(out), quiet=True)
+    run = LLMRunDir(out)
+    run.results.unlink()  # a run stopped after its last save
+    (run.last / "trainer_state.json").write_text("{")  # cut short
+    resumed = train(run_config(out), resume=True, quiet=True)
+    assert "cannot be read; resuming from the previous checkpoint last.prev (step 1)" in (
+        capsys.readouterr().err
+    )
+    assert resumed["steps"] == 2
+    a = load_causal_lm(Path(straight["final"])).state_dict()
+    b = load_causal_lm(run.final).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

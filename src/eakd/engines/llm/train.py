@@ -31,7 +31,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from ..run import (
     atomic_copy,
     autocast_dtype,
     check_resume,
+    load_resumable,
     previous_checkpoint,
     write_json,
 )
@@ -287,18 +287,18 @@ def _replace_dir(tmp: Path, final: Path, keep: Path | None = None) -> None:
         os.replace(tmp, final)
 
 
-def _check_last(path: Path) -> dict[str, Any]:
+def _check_last(path: Path, what: str = "checkpoint") -> dict[str, Any]:
     """The trainer state of the resumable folder ``path``; :class:`CheckpointError` when the
     folder is incomplete or its state unreadable."""
     try:
         state = json.loads((path / "trainer_state.json").read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read (trainer_state.json: {exc}); the folder is "
+            f"{what} {path} cannot be read (trainer_state.json: {exc}); the folder is "
             "incomplete or damaged"
         ) from exc
     if not (path / "state").is_dir() or not (path / "model").is_dir():
-        raise CheckpointError(f"checkpoint {path} is incomplete (no state/ or model/ folder)")
+        raise CheckpointError(f"{what} {path} is incomplete (no state/ or model/ folder)")
     return state
 
 
@@ -419,34 +419,6 @@ def _check_length(
     return False
 
 
-def _resumable(run: LLMRunDir, say_warning: bool) -> tuple[Path, dict[str, Any]]:
-    """The folder to resume from and its trainer state: ``checkpoints/last``, or its previous
-    good copy (with a one-line warning) when ``last`` is missing or damaged."""
-    prev = previous_checkpoint(run.last)
-    try:
-        return run.last, _check_last(run.last)
-    except CheckpointError as exc:
-        if not prev.is_dir():
-            raise CheckpointError(
-                f"{exc}; there is no previous checkpoint ({prev.name}) to fall back to: start "
-                "the run again with --overwrite (it replaces this run), or under another name"
-            ) from exc
-        first = exc
-    try:
-        state = _check_last(prev)
-    except CheckpointError as exc:
-        raise CheckpointError(
-            f"{first}; {exc}: nothing to resume from; start the run again with --overwrite"
-        ) from exc
-    if say_warning:
-        print(
-            f"warning: {run.last} cannot be read; resuming from the previous checkpoint "
-            f"{prev.name} (step {state['step']})",
-            file=sys.stderr,
-        )
-    return prev, state
-
-
 def _with_new_defaults(saved: dict[str, Any]) -> dict[str, Any]:
     for (section, key), value in _NEW_DEFAULTS.items():
         if isinstance(saved.get(section), dict):
@@ -560,7 +532,9 @@ def train(
     # -- resume, run directory, log ---------------------------------------------------------
     state: dict[str, Any] = {"step": 0, "best": None, "history": []}
     if resume:
-        source, state = _resumable(run, say_warning=main)
+        state, source = load_resumable(
+            run.last, warn=None if main else (lambda m: None), read=_check_last
+        )
         if _check_length(saved_cfg, cfg, steps_per_epoch, state["step"], run, extend):
             say(f"{run.root} already finished its {state['step']} steps; nothing to resume")
             return {**run.read_results(), "run_dir": str(run.root), "history": state["history"]}
