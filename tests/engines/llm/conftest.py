@@ -179,3 +179,31 @@ def run_config(tiny_models, dolly_file):
         }
 
     return make
+
+
+@pytest.fixture
+def torchrun_train(tmp_path):
+    """``torchrun_train(config)``: ``eakd llm train`` of ``config`` (a dict) under torchrun with
+    2 CPU processes (gloo), offline; fails the test with the processes' output if it fails."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    def run(config: dict) -> None:
+        path = tmp_path / f"{config['name']}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(Path(__file__).parents[3] / "src"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        cmd += ["--nproc_per_node", "2", "-m", "eakd.cli", "llm", "train", str(path), "--quiet"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    return run

@@ -206,31 +206,13 @@ def test_qlora_cannot_quantise_a_cut_student():
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun gloo test runs on Linux")
-def test_lora_under_two_ddp_processes_matches_one_process(run_config, tmp_path):
+def test_lora_under_two_ddp_processes_matches_one_process(run_config, tmp_path, torchrun_train):
     """DDP over a PEFT student (frozen base, trainable adapter) through Accelerate: 2 CPU
     processes reach the adapter of one process with the same global batch."""
-    import os
-    import subprocess
-    from pathlib import Path
-
-    import yaml
-
     single = _lora_config(run_config, tmp_path / "one", batch_size=2, save_every_steps=0)
     multi = _lora_config(run_config, tmp_path / "two", batch_size=1, save_every_steps=0)
     train(single, quiet=True)
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(multi))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).parents[3] / "src"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-    }
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "eakd.cli", "llm", "train", str(path), "--quiet"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    torchrun_train(multi)
     one, two = _adapter(tmp_path / "one" / "final"), _adapter(tmp_path / "two" / "final")
     assert one.keys() == two.keys() and any(
         v.abs().sum() > 0 for k, v in one.items() if "lora_B" in k
